@@ -1,0 +1,1 @@
+"""The silicon: SGX leaves, EPC/EPCM and processor state; outcomes are values (SgxStatus | Fault)."""

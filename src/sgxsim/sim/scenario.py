@@ -1,0 +1,741 @@
+"""Scenario files: a machine, its workloads, VMs, events and a relying-party policy, in TOML.
+
+Every key is validated with its type and range; a mistake raises
+:class:`~sgxsim.errors.ScenarioError` naming the key path (``workload[2].heap``) and,
+where the file has it, the line. docs/scenarios.md documents every key and
+:func:`json_schema` gives the same rules as a JSON Schema.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sgxsim.errors import ScenarioError
+
+__all__ = [
+    "POLICIES",
+    "EpcSectionSpec",
+    "EventSpec",
+    "MachineSpec",
+    "PatchSpec",
+    "RelyingPartySpec",
+    "Scenario",
+    "TcbSpec",
+    "VmSpec",
+    "WorkloadSpec",
+    "json_schema",
+    "load_scenario",
+    "parse_duration",
+    "parse_scenario",
+    "parse_size",
+]
+
+#: The kernel designs a machine can run (issue "The core"): the RFC v2 teardown after every late
+#: load, an explicit administrator trigger, and the design Linux 6.19 merged.
+POLICIES = ("rfc-v2-teardown", "explicit-trigger", "linux-6.19-on-open")
+VEPC_POLICIES = ("skip", "zap")
+TRIGGER_MODES = ("destructive", "non-destructive")
+ON_EPC_LOSS = ("restart", "exit")
+EVENT_KINDS = (
+    "microcode_load",  # /sys/devices/system/cpu/microcode/reload with a named patch
+    "tcb_recovery",  # Intel publishes a TCB recovery (new tcbEvaluationDataNumber)
+    "entropy_starve",  # RDSEED fails `count` times (or until restored)
+    "entropy_restore",
+    "svn_update_trigger",  # explicit-trigger policy: the administrator's write
+    "drain",  # operator: stop all enclaves and VMs (Intel's recommended flow)
+    "restart",  # operator: restart what was drained
+    "kexec",  # jump into a new kernel without a reset
+)
+TCB_STATUSES = (
+    "UpToDate",
+    "SWHardeningNeeded",
+    "ConfigurationNeeded",
+    "ConfigurationAndSWHardeningNeeded",
+    "OutOfDate",
+    "OutOfDateConfigurationNeeded",
+    "Revoked",
+)
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|TiB|K|M|G|T)?\s*$")
+_SIZE_UNITS = {
+    None: 1,
+    "B": 1,
+    "K": 1 << 10,
+    "KiB": 1 << 10,
+    "M": 1 << 20,
+    "MiB": 1 << 20,
+    "G": 1 << 30,
+    "GiB": 1 << 30,
+    "T": 1 << 40,
+    "TiB": 1 << 40,
+}
+_DUR_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|ms|s|min|h|d)\s*$")
+_DUR_UNITS = {
+    "ns": 1,
+    "us": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "min": 60_000_000_000,
+    "h": 3_600_000_000_000,
+    "d": 86_400_000_000_000,
+}
+
+
+def parse_size(value: object, key: str = "size") -> int:
+    """Bytes from an int or a string such as ``"64MiB"``."""
+    if isinstance(value, bool):
+        raise ScenarioError(f"expected a size, got {value!r}", key=key)
+    if isinstance(value, int):
+        if value < 0:
+            raise ScenarioError(f"size must be >= 0, got {value}", key=key)
+        return value
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if m:
+            return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+    raise ScenarioError(f'expected a size like 4096 or "64MiB", got {value!r}', key=key)
+
+
+def parse_duration(value: object, key: str = "duration") -> int:
+    """Simulated nanoseconds from an int (ns) or a string such as ``"2.5s"``, ``"30d"``."""
+    if isinstance(value, bool):
+        raise ScenarioError(f"expected a duration, got {value!r}", key=key)
+    if isinstance(value, int):
+        if value < 0:
+            raise ScenarioError(f"duration must be >= 0, got {value}", key=key)
+        return value
+    if isinstance(value, str):
+        m = _DUR_RE.match(value)
+        if m:
+            return round(float(m.group(1)) * _DUR_UNITS[m.group(2)])
+    raise ScenarioError(f'expected a duration like "500ms", "2s" or an int of ns, got {value!r}', key=key)
+
+
+# ---------------------------------------------------------------------------------------
+# Line numbers
+
+
+def _line_index(text: str) -> dict[str, int]:
+    """Map key paths (``machine.sockets``, ``workload[1].heap``) to the line that sets them."""
+    index: dict[str, int] = {}
+    counters: dict[str, int] = {}
+    prefix = ""
+    header = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"]+)\s*\]\]?")
+    keyline = re.compile(r"^\s*([A-Za-z0-9_\-\"]+(?:\s*\.\s*[A-Za-z0-9_\-\"]+)*)\s*=")
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if line.lstrip().startswith("#"):
+            continue
+        h = header.match(line)
+        if h:
+            name = h.group(2).replace('"', "")
+            if h.group(1) == "[[":
+                parts = name.split(".")
+                parent = ".".join(parts[:-1])
+                # Resolve the parent through its current array index, if any.
+                resolved_parent = ""
+                for part in parent.split(".") if parent else []:
+                    candidate = f"{resolved_parent}.{part}" if resolved_parent else part
+                    if candidate in counters:
+                        candidate = f"{candidate}[{counters[candidate]}]"
+                    resolved_parent = candidate
+                base = f"{resolved_parent}.{parts[-1]}" if resolved_parent else parts[-1]
+                counters[base] = counters.get(base, -1) + 1
+                prefix = f"{base}[{counters[base]}]"
+            else:
+                prefix = name
+            index.setdefault(prefix, lineno)
+            continue
+        k = keyline.match(line)
+        if k:
+            key = re.sub(r"\s*\.\s*", ".", k.group(1)).replace('"', "")
+            index.setdefault(f"{prefix}.{key}" if prefix else key, lineno)
+    return index
+
+
+# ---------------------------------------------------------------------------------------
+# Typed scenario
+
+
+@dataclass(frozen=True)
+class PatchSpec:
+    """A microcode patch the scenario can load: revision and SVNs."""
+
+    name: str
+    revision: int
+    late_microcode_svn: int
+    base_svn: int = 2
+
+
+@dataclass(frozen=True)
+class EpcSectionSpec:
+    size: int
+    node: int
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    sockets: int = 2
+    cpus_per_socket: int = 4
+    epc_sections: tuple[EpcSectionSpec, ...] = ()
+    sgx2: bool = True
+    eupdatesvn: bool = True
+    early_patch: PatchSpec = PatchSpec("early", 0xD0003A5, 2)
+    patches: tuple[PatchSpec, ...] = ()
+    svn_update_policy: str = "rfc-v2-teardown"
+    vepc: str = "skip"
+    trigger_mode: str = "destructive"
+    rfc_v2_as_posted: bool = False
+    only_if_svn_rises: bool = False
+    latency: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    name: str
+    count: int = 1
+    image_size: int = 64 << 10
+    measured: bool = True
+    heap: int = 64 << 10
+    sgx2_growth: int = 0
+    start: int = 0
+    lifetime: int | None = None
+    attest_every: int | None = None
+    seal: bool = False
+    threads: int = 1
+    on_epc_loss: str = "restart"
+    oversubscribe_hint: bool = False
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    name: str
+    epc: int
+    enclaves: int = 1
+    enclave_size: int = 1 << 20
+    start: int = 0
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    at: int
+    kind: str
+    patch: str | None = None
+    count: int | None = None
+    new_late_microcode_svn: int | None = None
+    tcb_evaluation_data_number: int | None = None
+
+
+@dataclass(frozen=True)
+class RelyingPartySpec:
+    allow: tuple[str, ...] = (
+        "UpToDate",
+        "SWHardeningNeeded",
+        "ConfigurationNeeded",
+        "ConfigurationAndSWHardeningNeeded",
+    )
+    grace_period: int = 0
+
+
+@dataclass(frozen=True)
+class TcbSpec:
+    """The TCB Intel publishes at the start: which late-microcode SVN is UpToDate."""
+
+    up_to_date_late_microcode_svn: int = 2
+    tcb_evaluation_data_number: int = 17
+    advisory_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str = ""
+    seed: int = 0
+    duration: int = 10_000_000_000
+    machine: MachineSpec = field(default_factory=MachineSpec)
+    workloads: tuple[WorkloadSpec, ...] = ()
+    vms: tuple[VmSpec, ...] = ()
+    events: tuple[EventSpec, ...] = ()
+    relying_party: RelyingPartySpec = field(default_factory=RelyingPartySpec)
+    tcb: TcbSpec = field(default_factory=TcbSpec)
+    source: str = ""
+
+
+# ---------------------------------------------------------------------------------------
+# Validation helpers
+
+T = TypeVar("T")
+
+
+class _Reader:
+    """Reads one TOML table with key-path-aware errors, and rejects unknown keys."""
+
+    def __init__(self, table: object, path: str, lines: Mapping[str, int]) -> None:
+        self.path = path
+        self.lines = lines
+        if not isinstance(table, dict):
+            self.fail(f"expected a table, got {type(table).__name__}", path)
+        self.table: dict[str, Any] = table  # type: ignore[assignment]
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def fail(self, message: str, key: str) -> ScenarioError:
+        raise ScenarioError(message, key=key, line=self._line(key))
+
+    def _line(self, key: str) -> int | None:
+        probe = key
+        while probe:
+            if probe in self.lines:
+                return self.lines[probe]
+            probe = probe.rsplit(".", 1)[0] if "." in probe else ""
+        return None
+
+    def get(self, name: str, conv: Callable[[object, str], T], default: T) -> T:
+        self.used.add(name)
+        if name not in self.table:
+            return default
+        return conv(self.table[name], self.key(name))
+
+    def require(self, name: str, conv: Callable[[object, str], T]) -> T:
+        self.used.add(name)
+        if name not in self.table:
+            self.fail("required key is missing", self.key(name))
+        return conv(self.table[name], self.key(name))
+
+    def sub(self, name: str) -> _Reader | None:
+        self.used.add(name)
+        if name not in self.table:
+            return None
+        return _Reader(self.table[name], self.key(name), self.lines)
+
+    def array(self, name: str) -> list[_Reader]:
+        self.used.add(name)
+        if name not in self.table:
+            return []
+        items = self.table[name]
+        if not isinstance(items, list):
+            self.fail("expected an array of tables ([[...]])", self.key(name))
+        return [_Reader(item, f"{self.key(name)}[{i}]", self.lines) for i, item in enumerate(items)]
+
+    def done(self) -> None:
+        for extra in sorted(set(self.table) - self.used):
+            self.fail(f"unknown key {extra!r}", self.key(extra))
+
+    # converters bound to the reader so errors carry lines
+    def int_(self, lo: int | None = None, hi: int | None = None) -> Callable[[object, str], int]:
+        def conv(v: object, key: str) -> int:
+            if not isinstance(v, int) or isinstance(v, bool):
+                self.fail(f"expected an integer, got {v!r}", key)
+            assert isinstance(v, int)
+            if lo is not None and v < lo:
+                self.fail(f"must be >= {lo}, got {v}", key)
+            if hi is not None and v > hi:
+                self.fail(f"must be <= {hi}, got {v}", key)
+            return v
+
+        return conv
+
+    def bool_(self) -> Callable[[object, str], bool]:
+        def conv(v: object, key: str) -> bool:
+            if not isinstance(v, bool):
+                self.fail(f"expected true or false, got {v!r}", key)
+            return bool(v)
+
+        return conv
+
+    def str_(self, choices: tuple[str, ...] | None = None) -> Callable[[object, str], str]:
+        def conv(v: object, key: str) -> str:
+            if not isinstance(v, str):
+                self.fail(f"expected a string, got {v!r}", key)
+            assert isinstance(v, str)
+            if choices is not None and v not in choices:
+                self.fail(f"must be one of {', '.join(choices)}; got {v!r}", key)
+            return v
+
+        return conv
+
+    def size(self, lo: int = 0, page_aligned: bool = False) -> Callable[[object, str], int]:
+        def conv(v: object, key: str) -> int:
+            try:
+                n = parse_size(v, key)
+            except ScenarioError as e:
+                self.fail(str(e).split(": ", 1)[-1], key)
+            if n < lo:
+                self.fail(f"must be at least {lo} bytes, got {n}", key)
+            if page_aligned and n % 4096:
+                self.fail(f"must be a multiple of 4 KiB, got {n}", key)
+            return n
+
+        return conv
+
+    def duration(self) -> Callable[[object, str], int]:
+        def conv(v: object, key: str) -> int:
+            try:
+                return parse_duration(v, key)
+            except ScenarioError as e:
+                self.fail(str(e).split(": ", 1)[-1], key)
+            raise AssertionError  # unreachable
+
+        return conv
+
+    def opt_duration(self) -> Callable[[object, str], int | None]:
+        def conv(v: object, key: str) -> int | None:
+            if v == "forever" or v == "never":
+                return None
+            return self.duration()(v, key)
+
+        return conv
+
+    def str_list(self, choices: tuple[str, ...]) -> Callable[[object, str], tuple[str, ...]]:
+        def conv(v: object, key: str) -> tuple[str, ...]:
+            if not isinstance(v, list):
+                self.fail(f"expected an array of strings, got {v!r}", key)
+            assert isinstance(v, list)
+            out = []
+            for i, item in enumerate(v):
+                out.append(self.str_(choices)(item, f"{key}[{i}]"))
+            return tuple(out)
+
+        return conv
+
+
+def _patch(r: _Reader, default_name: str | None = None) -> PatchSpec:
+    name = r.get("name", r.str_(), default_name or "")
+    if not name:
+        r.fail("required key is missing", r.key("name"))
+    spec = PatchSpec(
+        name=name,
+        revision=r.require("revision", r.int_(0, 0xFFFFFFFF)),
+        late_microcode_svn=r.require("late_microcode_svn", r.int_(0, 255)),
+        base_svn=r.get("base_svn", r.int_(0, 255), 2),
+    )
+    r.done()
+    return spec
+
+
+def _machine(r: _Reader | None) -> MachineSpec:
+    if r is None:
+        return MachineSpec(epc_sections=(EpcSectionSpec(64 << 20, 0), EpcSectionSpec(64 << 20, 1)))
+    sockets = r.get("sockets", r.int_(1, 8), 2)
+    cpus = r.get("cpus_per_socket", r.int_(1, 512), 4)
+    sections: list[EpcSectionSpec] = []
+    for s in r.array("epc_sections"):
+        node = s.get("node", s.int_(0, 7), len(sections) % sockets)
+        if node >= sockets:
+            s.fail(f"node {node} does not exist on a {sockets}-socket machine", s.key("node"))
+        sections.append(EpcSectionSpec(s.require("size", s.size(lo=4096, page_aligned=True)), node))
+        if sections[-1].size > 512 << 30:
+            s.fail("an EPC section is at most 512 GiB", s.key("size"))
+        s.done()
+    if len(sections) > 8:
+        r.fail(f"{len(sections)} EPC sections; SGX enumerates at most 8", r.key("epc_sections"))
+    if not sections:
+        sections = [EpcSectionSpec(64 << 20, n) for n in range(sockets)]
+    early = PatchSpec("early", 0xD0003A5, 2)
+    patches: list[PatchSpec] = []
+    mc = r.sub("microcode")
+    if mc is not None:
+        e = mc.sub("early")
+        if e is not None:
+            early = _patch(e, "early")
+        for p in mc.array("patches"):
+            patches.append(_patch(p))
+        mc.done()
+    names = [p.name for p in patches]
+    for i, n in enumerate(names):
+        if names.index(n) != i:
+            r.fail(f"duplicate patch name {n!r}", r.key(f"microcode.patches[{i}].name"))
+    latency: dict[str, int] = {}
+    lat = r.sub("latency")
+    if lat is not None:
+        for k in lat.table:
+            latency[k] = lat.get(k, lat.int_(0), 0)
+        from sgxsim.hw.machine import LatencyTable
+
+        try:
+            LatencyTable().with_overrides(latency)
+        except ValueError as err:
+            lat.fail(str(err), lat.path)
+    spec = MachineSpec(
+        sockets=sockets,
+        cpus_per_socket=cpus,
+        epc_sections=tuple(sections),
+        sgx2=r.get("sgx2", r.bool_(), True),
+        eupdatesvn=r.get("eupdatesvn", r.bool_(), True),
+        early_patch=early,
+        patches=tuple(patches),
+        svn_update_policy=r.get("svn_update_policy", r.str_(POLICIES), "rfc-v2-teardown"),
+        vepc=r.get("vepc", r.str_(VEPC_POLICIES), "skip"),
+        trigger_mode=r.get("trigger_mode", r.str_(TRIGGER_MODES), "destructive"),
+        rfc_v2_as_posted=r.get("rfc_v2_as_posted", r.bool_(), False),
+        only_if_svn_rises=r.get("only_if_svn_rises", r.bool_(), False),
+        latency=latency,
+    )
+    r.done()
+    return spec
+
+
+def _workload(r: _Reader) -> WorkloadSpec:
+    w = WorkloadSpec(
+        name=r.require("name", r.str_()),
+        count=r.get("count", r.int_(1, 100_000), 1),
+        image_size=r.get("image_size", r.size(lo=4096, page_aligned=True), 64 << 10),
+        measured=r.get("measured", r.bool_(), True),
+        heap=r.get("heap", r.size(page_aligned=True), 64 << 10),
+        sgx2_growth=r.get("sgx2_growth", r.size(page_aligned=True), 0),
+        start=r.get("start", r.duration(), 0),
+        lifetime=r.get("lifetime", r.opt_duration(), None),
+        attest_every=r.get("attest_every", r.opt_duration(), None),
+        seal=r.get("seal", r.bool_(), False),
+        threads=r.get("threads", r.int_(1, 64), 1),
+        on_epc_loss=r.get("on_epc_loss", r.str_(ON_EPC_LOSS), "restart"),
+    )
+    r.done()
+    return w
+
+
+def _vm(r: _Reader) -> VmSpec:
+    v = VmSpec(
+        name=r.require("name", r.str_()),
+        epc=r.require("epc", r.size(lo=8192, page_aligned=True)),
+        enclaves=r.get("enclaves", r.int_(0, 1000), 1),
+        enclave_size=r.get("enclave_size", r.size(lo=8192, page_aligned=True), 1 << 20),
+        start=r.get("start", r.duration(), 0),
+    )
+    r.done()
+    return v
+
+
+def _event(r: _Reader, patches: set[str]) -> EventSpec:
+    kind = r.require("kind", r.str_(EVENT_KINDS))
+    e = EventSpec(
+        at=r.require("at", r.duration()),
+        kind=kind,
+        patch=r.get("patch", r.str_(), None),
+        count=r.get("count", r.int_(0, 1_000_000), None),
+        new_late_microcode_svn=r.get("new_late_microcode_svn", r.int_(0, 255), None),
+        tcb_evaluation_data_number=r.get("tcb_evaluation_data_number", r.int_(0, 10_000), None),
+    )
+    if kind == "microcode_load":
+        if e.patch is None:
+            r.fail("a microcode_load event names the patch to load", r.key("patch"))
+        if e.patch not in patches:
+            r.fail(f"no patch named {e.patch!r} in machine.microcode.patches", r.key("patch"))
+    if kind == "tcb_recovery" and e.new_late_microcode_svn is None:
+        r.fail(
+            "a tcb_recovery event says which late-microcode SVN becomes UpToDate",
+            r.key("new_late_microcode_svn"),
+        )
+    r.done()
+    return e
+
+
+def parse_scenario(text: str, source: str = "<string>") -> Scenario:
+    """Parse and validate a scenario from TOML text."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        m = re.search(r"line (\d+)", str(err))
+        raise ScenarioError(f"not valid TOML: {err}", line=int(m.group(1)) if m else None) from err
+    lines = _line_index(text)
+    root = _Reader(data, "", lines)
+    head = root.sub("scenario")
+    if head is None:
+        root.fail("required table is missing", "scenario")
+    assert head is not None
+    name = head.require("name", head.str_())
+    description = head.get("description", head.str_(), "")
+    seed = head.get("seed", head.int_(0, 2**63 - 1), 0)
+    duration = head.get("duration", head.duration(), 10_000_000_000)
+    head.done()
+    machine = _machine(root.sub("machine"))
+    workloads = tuple(_workload(w) for w in root.array("workload"))
+    seen: set[str] = set()
+    for i, w in enumerate(workloads):
+        if w.name in seen:
+            root.fail(f"duplicate workload name {w.name!r}", f"workload[{i}].name")
+        seen.add(w.name)
+    vms = tuple(_vm(v) for v in root.array("vm"))
+    patch_names = {p.name for p in machine.patches}
+    events = tuple(sorted((_event(e, patch_names) for e in root.array("event")), key=lambda e: e.at))
+    rp = root.sub("relying_party")
+    relying = RelyingPartySpec()
+    if rp is not None:
+        relying = RelyingPartySpec(
+            allow=rp.get("allow", rp.str_list(TCB_STATUSES), relying.allow),
+            grace_period=rp.get("grace_period", rp.duration(), 0),
+        )
+        rp.done()
+    tcb_r = root.sub("tcb")
+    tcb = TcbSpec()
+    if tcb_r is not None:
+        tcb = TcbSpec(
+            up_to_date_late_microcode_svn=tcb_r.get("up_to_date_late_microcode_svn", tcb_r.int_(0, 255), 2),
+            tcb_evaluation_data_number=tcb_r.get("tcb_evaluation_data_number", tcb_r.int_(0, 10_000), 17),
+        )
+        tcb_r.done()
+    root.done()
+    return Scenario(name, description, seed, duration, machine, workloads, vms, events, relying, tcb, source)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ScenarioError(f"cannot read scenario file: {err.strerror}", key=str(p)) from err
+    return parse_scenario(text, source=str(p))
+
+
+def json_schema() -> dict[str, Any]:
+    """The scenario format as a JSON Schema (draft 2020-12), for editors and external validation."""
+    size = {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": _SIZE_RE.pattern}]}
+    duration = {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": _DUR_RE.pattern}]}
+    opt_duration = {"oneOf": [duration, {"enum": ["forever", "never"]}]}
+    patch = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["revision", "late_microcode_svn"],
+        "properties": {
+            "name": {"type": "string"},
+            "revision": {"type": "integer", "minimum": 0},
+            "late_microcode_svn": {"type": "integer", "minimum": 0, "maximum": 255},
+            "base_svn": {"type": "integer", "minimum": 0, "maximum": 255},
+        },
+    }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "sgxsim scenario",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["scenario"],
+        "properties": {
+            "scenario": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "description": {"type": "string"},
+                    "seed": {"type": "integer", "minimum": 0},
+                    "duration": duration,
+                },
+            },
+            "machine": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "sockets": {"type": "integer", "minimum": 1, "maximum": 8},
+                    "cpus_per_socket": {"type": "integer", "minimum": 1, "maximum": 512},
+                    "epc_sections": {
+                        "type": "array",
+                        "maxItems": 8,
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["size"],
+                            "properties": {
+                                "size": size,
+                                "node": {"type": "integer", "minimum": 0, "maximum": 7},
+                            },
+                        },
+                    },
+                    "sgx2": {"type": "boolean"},
+                    "eupdatesvn": {"type": "boolean"},
+                    "microcode": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "early": patch,
+                            "patches": {
+                                "type": "array",
+                                "items": {**patch, "required": ["name", "revision", "late_microcode_svn"]},
+                            },
+                        },
+                    },
+                    "svn_update_policy": {"enum": list(POLICIES)},
+                    "vepc": {"enum": list(VEPC_POLICIES)},
+                    "trigger_mode": {"enum": list(TRIGGER_MODES)},
+                    "rfc_v2_as_posted": {"type": "boolean"},
+                    "only_if_svn_rises": {"type": "boolean"},
+                    "latency": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
+                },
+            },
+            "workload": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "count": {"type": "integer", "minimum": 1},
+                        "image_size": size,
+                        "measured": {"type": "boolean"},
+                        "heap": size,
+                        "sgx2_growth": size,
+                        "start": duration,
+                        "lifetime": opt_duration,
+                        "attest_every": opt_duration,
+                        "seal": {"type": "boolean"},
+                        "threads": {"type": "integer", "minimum": 1, "maximum": 64},
+                        "on_epc_loss": {"enum": list(ON_EPC_LOSS)},
+                    },
+                },
+            },
+            "vm": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name", "epc"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "epc": size,
+                        "enclaves": {"type": "integer", "minimum": 0},
+                        "enclave_size": size,
+                        "start": duration,
+                    },
+                },
+            },
+            "event": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["at", "kind"],
+                    "properties": {
+                        "at": duration,
+                        "kind": {"enum": list(EVENT_KINDS)},
+                        "patch": {"type": "string"},
+                        "count": {"type": "integer", "minimum": 0},
+                        "new_late_microcode_svn": {"type": "integer", "minimum": 0, "maximum": 255},
+                        "tcb_evaluation_data_number": {"type": "integer", "minimum": 0},
+                    },
+                },
+            },
+            "relying_party": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "allow": {"type": "array", "items": {"enum": list(TCB_STATUSES)}},
+                    "grace_period": duration,
+                },
+            },
+            "tcb": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "up_to_date_late_microcode_svn": {"type": "integer", "minimum": 0, "maximum": 255},
+                    "tcb_evaluation_data_number": {"type": "integer", "minimum": 0},
+                },
+            },
+        },
+    }
