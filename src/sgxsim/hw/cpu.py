@@ -111,6 +111,8 @@ class LogicalProcessor:
     page_table: PageTable | None = None
     #: An interrupt (e.g. the kernel's IPI) is pending: an LP in enclave mode takes an AEX.
     pending_interrupt: bool = False
+    #: RBX as the last ENCLS leaf that outputs in RBX left it (EDBGRD's 8 bytes read).
+    encls_rbx: int = 0
     #: Count of AEXs and enclave entries, for reports.
     stats: dict[str, int] = field(default_factory=dict)
 

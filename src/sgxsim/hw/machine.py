@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from types import MappingProxyType
-from types import CodeType
+from types import CodeType, MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
 from sgxsim.errors import InvalidArgument, ModelInvariantError
@@ -518,8 +517,19 @@ class Machine:
 
     # -- ENCLU --------------------------------------------------------------------
 
-    def enclu(self, cpu: int, leaf: int, rbx: int = 0, rcx: int = 0, rdx: int = 0,
-              *, rsi: int = 0, rdi: int = 0, r8: int = 0, r9: int = 0) -> EnclaveExit | Fault:
+    def enclu(
+        self,
+        cpu: int,
+        leaf: int,
+        rbx: int = 0,
+        rcx: int = 0,
+        rdx: int = 0,
+        *,
+        rsi: int = 0,
+        rdi: int = 0,
+        r8: int = 0,
+        r9: int = 0,
+    ) -> EnclaveExit | Fault:
         """Execute an ENCLU leaf from outside the enclave (EENTER, ERESUME) on ``cpu``.
 
         RDX, RSI, RDI, R8 and R9 pass through to the enclave at EENTER (the vDSO's ABI). The

@@ -1,0 +1,1 @@
+"""Simulation: clock, deterministic scheduler, scenarios, exploration, reports."""
