@@ -100,23 +100,32 @@ def test_fast_path_equals_block_by_block_and_reference(
 
 def test_fast_path_across_batch_boundaries_and_interleaved_ops() -> None:
     rng = random.Random(7)
+    # 600 measured pages in a row fill (and reuse) the 256-page batch buffer; then a mix.
     pages = [
-        (i * 4096, rng.choice([0x203, 0x205, 0x100, 0x201]), rng.randbytes(4096), rng.random() < 0.8)
-        for i in range(700)
+        (
+            i * 4096,
+            rng.choice([0x203, 0x205, 0x100, 0x201]),
+            rng.randbytes(4096),
+            i < 600 or rng.random() < 0.8,
+        )
+        for i in range(900)
     ]
     fast = Measurement.ecreate(1, 1 << 24)
     for n, page in enumerate(pages):
         fast.page(*page)
-        if n == 300:  # a block-by-block op between queued pages must keep the order
+        if n == 700:  # a block-by-block op between queued pages must keep the order
             fast.eadd(0x7FF000, 0x203)
             fast.eextend(0x7FF100, bytes(range(256)))
-    expected = block_by_block(1 << 24, 1, pages[:301])
+    expected = block_by_block(1 << 24, 1, pages[:701])
     expected.eadd(0x7FF000, 0x203)
     expected.eextend(0x7FF100, bytes(range(256)))
-    for off, flags, data, measured in pages[301:]:
-        expected.page(off, flags, data, measured)
+    for off, flags, data, measured in pages[701:]:
+        expected.eadd(off, flags)
+        for i in range(16 if measured else 0):
+            expected.eextend(off + 256 * i, data[256 * i : 256 * (i + 1)])
     assert fast.update_count == expected.update_count
     assert fast.finalize() == expected.finalize()
+    assert fast.finalize() != Measurement.ecreate(1, 1 << 24).finalize()
 
 
 def test_update_count_counts_64_byte_blocks() -> None:
@@ -407,6 +416,16 @@ def test_rsa_keygen_is_deterministic_and_well_formed(rsa_key: rsa.RSAPrivateKey)
     assert 3 * numbers.d % math.lcm(numbers.p - 1, numbers.q - 1) == 1
     signature = rsa_key.sign(b"msg", padding.PKCS1v15(), hashes.SHA256())
     rsa_key.public_key().verify(signature, b"msg", padding.PKCS1v15(), hashes.SHA256())
+
+
+def test_keygen_is_stable_across_versions(rsa_key: rsa.RSAPrivateKey) -> None:
+    # Pinned: golden outputs (MRSIGNER of every test enclave) depend on these staying the same.
+    n = rsa_key.public_key().public_numbers().n
+    assert mrsigner(n.to_bytes(384, "little")).hex() == (
+        "038070d6509294caefa2688eae2ea877536e725ef674e3506ea96ad2c8cb649e"
+    )
+    scalar = ec_p256_keygen(random.Random(99)).private_numbers().private_value
+    assert scalar == 0x221C4E003F9931EE3AF27F802DC5FD3D9974D75B333824FE61790134676B1B6A
 
 
 def test_ec_keygen_is_deterministic() -> None:

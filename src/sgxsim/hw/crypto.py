@@ -613,9 +613,9 @@ def _fermat_screen(n: int) -> bool:
     A Fermat test computed by OpenSSL instead of Python's ``pow`` (about 6x faster here): with
     s = EM^-1 mod n, a prime n has s^(n-2) = s^-1 = EM (mod n), which is exactly what an RSA
     PKCS#1 v1.5 verification with modulus n and public exponent n-2 checks for the message whose
-    encoding is EM. A composite passes only if it is a Fermat pseudoprime to base s. Survivors
-    still go through :func:`_miller_rabin`, so the screen only changes speed, never the result
-    (if the backend refuses the key it answers "maybe prime").
+    encoding is EM. A composite passes only if it is a Fermat pseudoprime to base s. Every prime
+    passes, and survivors still go through :func:`_miller_rabin`, so the screen changes speed,
+    never which prime is found (if the backend refuses the key it answers "maybe prime").
     """
     try:
         s = pow(_SCREEN_EM, -1, n)
@@ -691,6 +691,10 @@ def rsa3072_e3_keygen(rng: random.Random) -> rsa.RSAPrivateKey:
 
 
 def ec_p256_keygen(rng: random.Random) -> ec.EllipticCurvePrivateKey:
-    """A deterministic ECDSA P-256 key: the scalar is uniform in [1, n-1] from ``rng``."""
+    """A deterministic ECDSA P-256 key: the scalar is uniform in [1, n-1] from ``rng``.
+
+    Models: nothing architectural; the deterministic stand-in for the P-256 keys of the platform
+    enclaves and the attestation PKI (same RNG state, same key).
+    """
     stream = _check_rng(rng, "ec_p256_keygen")
     return ec.derive_private_key(stream.randrange(1, _P256_ORDER), ec.SECP256R1())
