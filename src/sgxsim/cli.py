@@ -139,5 +139,15 @@ def info(
         _print_info(Console(file=sys.stdout), data)
 
 
+def _register_attestation_commands() -> None:
+    from sgxsim.cli_attest import quote, verify
+
+    main.add_command(quote)
+    main.add_command(verify)
+
+
+_register_attestation_commands()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -34,8 +34,8 @@ from sgxsim.hw.arch import (
     EinitToken,
     EnclsLeaf,
     LeafResult,
-    PageType,
     Pageinfo,
+    PageType,
     SecinfoFlags,
     Secs,
     SgxStatus,
@@ -50,29 +50,29 @@ from sgxsim.rand import Rng
 __all__ = [
     "DEFAULT_BASE",
     "EPC_BASE",
-    "R",
     "RW",
     "RWX",
-    "W",
-    "X",
     "Backing",
     "Enclave",
     "EpcPool",
     "PageSpec",
+    "R",
+    "W",
+    "X",
     "build_enclave",
     "check",
-    "ecreate",
     "eadd_page",
-    "epc_snapshot",
-    "one_page_eadds",
-    "one_page_eaugs",
-    "one_page_eremoves",
+    "ecreate",
     "einit",
     "eldu_page",
     "epa_page",
+    "epc_snapshot",
     "evict",
     "expected_mrenclave",
     "make_secs",
+    "one_page_eadds",
+    "one_page_eaugs",
+    "one_page_eremoves",
     "other_signing_key",
     "put",
     "put_pageinfo",
@@ -522,8 +522,18 @@ def epc_snapshot(m: Machine) -> dict[str, object]:
     e = m.epc.epcm
     arrays = {name: getattr(e, name).tobytes() for name in e.__slots__ if name != "npages"}
     secs = {
-        k: (s.eid, s.base, s.size, s.child_count, s.initialized, s.attributes, s.epoch,
-            s.measurement.copy().finalize(), s.mrenclave, s.mrsigner)
+        k: (
+            s.eid,
+            s.base,
+            s.size,
+            s.child_count,
+            s.initialized,
+            s.attributes,
+            s.epoch,
+            s.measurement.copy().finalize(),
+            s.mrenclave,
+            s.mrsigner,
+        )
         for k, s in m.epc.secs_state.items()
     }
     return {
@@ -540,8 +550,15 @@ def epc_snapshot(m: Machine) -> dict[str, object]:
     }
 
 
-def one_page_eadds(m: Machine, cpu: int, secs_phys: int, epc_phys: Sequence[int], linaddrs: Sequence[int],
-                   flags: int, src_phys: Sequence[int] | None = None) -> tuple[int, LeafResult]:
+def one_page_eadds(
+    m: Machine,
+    cpu: int,
+    secs_phys: int,
+    epc_phys: Sequence[int],
+    linaddrs: Sequence[int],
+    flags: int,
+    src_phys: Sequence[int] | None = None,
+) -> tuple[int, LeafResult]:
     """EADD page by page with PAGEINFO/SECINFO in DRAM, stopping at the first failure.
 
     The one-page reference for :func:`sgxsim.hw.encls.eadd_batch` (``src_phys`` None = zero pages).
@@ -556,8 +573,9 @@ def one_page_eadds(m: Machine, cpu: int, secs_phys: int, epc_phys: Sequence[int]
     return len(epc_phys), SgxStatus.SUCCESS
 
 
-def one_page_eaugs(m: Machine, cpu: int, secs_phys: int, epc_phys: Sequence[int],
-                   linaddrs: Sequence[int]) -> tuple[int, LeafResult]:
+def one_page_eaugs(
+    m: Machine, cpu: int, secs_phys: int, epc_phys: Sequence[int], linaddrs: Sequence[int]
+) -> tuple[int, LeafResult]:
     """EAUG page by page, stopping at the first failure (reference for ``eaug_batch``)."""
     for i, (epc, la) in enumerate(zip(epc_phys, linaddrs, strict=True)):
         result = m.encls(cpu, EnclsLeaf.EAUG, put_pageinfo(m, la, 0, 0, secs_phys), epc)

@@ -38,6 +38,7 @@ from .helpers import (
     Enclave,
     EpcPool,
     PageSpec,
+    W,
     build_enclave,
     check,
     eadd_page,
@@ -47,13 +48,11 @@ from .helpers import (
     make_secs,
     other_signing_key,
     put,
-    put_pageinfo,
     put_secinfo,
     reg_page,
     sign,
     small_machine,
     tcs_page,
-    W,
 )
 
 GP = gp0()
@@ -157,7 +156,7 @@ def test_ecreate_gp_outcomes(case: str) -> None:
     m = small_machine()
     kwargs = dict(ECREATE_GP_CASES[case])
     secs_fields = dict(kwargs.pop("secs", {}))  # type: ignore[call-overload]
-    result, target = _ecreate_raw(m, _secs(**secs_fields), **kwargs)  # type: ignore[arg-type]
+    result, _ = _ecreate_raw(m, _secs(**secs_fields), **kwargs)  # type: ignore[arg-type]
     assert result == GP
     assert not m.epc.epcm.valid.any() and not m.epc.secs_state and not m.epc.contents
     assert m.cr_next_eid == 1

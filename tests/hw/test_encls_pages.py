@@ -286,11 +286,22 @@ def test_etrack_outcomes(m: Machine, encl: Enclave) -> None:
 # EWB
 
 
-def _ewb_raw(m: Machine, epc: int, va_slot: int, *, rbx_off: int = 0, linaddr: int = 0, secs: int = 0,
-             pcmd_off: int = 0, src_off: int = 0) -> object:
+def _ewb_raw(
+    m: Machine,
+    epc: int,
+    va_slot: int,
+    *,
+    rbx_off: int = 0,
+    linaddr: int = 0,
+    secs: int = 0,
+    pcmd_off: int = 0,
+    src_off: int = 0,
+) -> object:
     page = m.dram.alloc_page()
-    m.dram.write(page + rbx_off, struct.pack("<QQQQ", linaddr, m.dram.alloc_page() + src_off,
-                                              m.dram.alloc_page() + pcmd_off, secs))
+    m.dram.write(
+        page + rbx_off,
+        struct.pack("<QQQQ", linaddr, m.dram.alloc_page() + src_off, m.dram.alloc_page() + pcmd_off, secs),
+    )
     return m.encls(0, EnclsLeaf.EWB, page + rbx_off, epc, va_slot)
 
 
@@ -353,8 +364,10 @@ def test_ewb_writes_pcmd_ciphertext_and_version(m: Machine, encl: Enclave) -> No
     version = struct.unpack("<Q", m.epc.read(va_idx, 56, 8))[0]
     assert version != 0
     header = _header(secinfo_flags(PageType.PT_REG, RWX), encl.state.eid, encl.base + 0x2000)
-    assert crypto.eldu_open(m.cr_base_pk, version, header, m.dram.read(backing.srcpge, PAGE_SIZE),
-                            pcmd.mac) == plain
+    assert (
+        crypto.eldu_open(m.cr_base_pk, version, header, m.dram.read(backing.srcpge, PAGE_SIZE), pcmd.mac)
+        == plain
+    )
 
 
 def _header(flags: int, eid: int, linaddr: int) -> bytes:
@@ -424,7 +437,9 @@ def test_eldu_round_trip(m: Machine, encl: Enclave) -> None:
     assert encl.state.child_count == 3
     assert validate_epcm(m) == []
     # The slot is spent: loading the same backing again fails the MAC (version 0).
-    assert eldu_page(m, backing, encl.pool.alloc(), secs_phys=encl.secs_phys) == SgxStatus.SGX_MAC_COMPARE_FAIL
+    assert (
+        eldu_page(m, backing, encl.pool.alloc(), secs_phys=encl.secs_phys) == SgxStatus.SGX_MAC_COMPARE_FAIL
+    )
 
 
 def test_eldb_loads_blocked(m: Machine, encl: Enclave) -> None:
@@ -452,8 +467,10 @@ def test_eldu_mac_failures(m: Machine, encl: Enclave) -> None:
     ct[100] ^= 1
     m.dram.write(backing.srcpge, bytes(ct))
     # Wrong LINADDR, tampered PCMD permissions or reserved bytes, another enclave's SECS.
-    assert eldu_page(m, backing, target, secs_phys=encl.secs_phys,
-                     linaddr=encl.base) == SgxStatus.SGX_MAC_COMPARE_FAIL
+    assert (
+        eldu_page(m, backing, target, secs_phys=encl.secs_phys, linaddr=encl.base)
+        == SgxStatus.SGX_MAC_COMPARE_FAIL
+    )
     good = m.dram.read(backing.pcmd, Pcmd.SIZE)
     m.dram.write(backing.pcmd, struct.pack("<Q", secinfo_flags(PageType.PT_REG, RW)))
     assert eldu_page(m, backing, target, secs_phys=encl.secs_phys) == SgxStatus.SGX_MAC_COMPARE_FAIL
@@ -474,11 +491,19 @@ def test_eldu_operand_checks(m: Machine, encl: Enclave) -> None:
     target = encl.pool.alloc()
     slot = backing.va_slot
 
-    def ld(rbx_off: int = 0, rcx: int = target, rdx: int = slot, secs: int = encl.secs_phys,
-           pcmd_off: int = 0, src_off: int = 0) -> object:
+    def ld(
+        rbx_off: int = 0,
+        rcx: int = target,
+        rdx: int = slot,
+        secs: int = encl.secs_phys,
+        pcmd_off: int = 0,
+        src_off: int = 0,
+    ) -> object:
         page = m.dram.alloc_page()
-        m.dram.write(page + rbx_off, struct.pack("<QQQQ", backing.linaddr, backing.srcpge + src_off,
-                                                  backing.pcmd + pcmd_off, secs))
+        m.dram.write(
+            page + rbx_off,
+            struct.pack("<QQQQ", backing.linaddr, backing.srcpge + src_off, backing.pcmd + pcmd_off, secs),
+        )
         return m.encls(0, EnclsLeaf.ELDU, page + rbx_off, rcx, rdx)
 
     assert ld(rbx_off=8) == GP
@@ -523,7 +548,7 @@ def test_eldu_secs_round_trip_then_children(m: Machine, encl: Enclave) -> None:
     restored = m.epc.secs_state[new_idx]
     assert restored is state and restored.eid == state.eid and restored.initialized
     assert not m.evicted_secs
-    for off, backing in backings.items():
+    for backing in backings.values():
         check(eldu_page(m, backing, encl.pool.alloc(), secs_phys=new_secs))
     assert restored.child_count == 3
     assert validate_epcm(m) == []

@@ -11,10 +11,10 @@ from sgxsim.hw.encls import validate_epcm
 from sgxsim.hw.machine import Machine
 
 from .helpers import (
-    R,
     RW,
     RWX,
     Enclave,
+    R,
     W,
     X,
     build_enclave,
@@ -47,12 +47,23 @@ def encl(m: Machine) -> Enclave:
 # EAUG
 
 
-def _eaug(m: Machine, encl: Enclave, offset: int, target: int | None = None, *, rbx_off: int = 0,
-          srcpge: int = 0, secinfo: int = 0, secs: int | None = None, linaddr: int | None = None) -> object:
+def _eaug(
+    m: Machine,
+    encl: Enclave,
+    offset: int,
+    target: int | None = None,
+    *,
+    rbx_off: int = 0,
+    srcpge: int = 0,
+    secinfo: int = 0,
+    secs: int | None = None,
+    linaddr: int | None = None,
+) -> object:
     page = m.dram.alloc_page()
     la = encl.base + offset if linaddr is None else linaddr
-    m.dram.write(page + rbx_off, struct.pack("<QQQQ", la, srcpge, secinfo,
-                                              encl.secs_phys if secs is None else secs))
+    m.dram.write(
+        page + rbx_off, struct.pack("<QQQQ", la, srcpge, secinfo, encl.secs_phys if secs is None else secs)
+    )
     return m.encls(0, EnclsLeaf.EAUG, page + rbx_off, encl.pool.alloc() if target is None else target)
 
 
@@ -107,7 +118,9 @@ def test_sgx1_machine_rejects_sgx2_leaves() -> None:
     assert _eaug(m, encl, 0x3000) == GP
     si = put_secinfo(m, secinfo_flags(PageType.PT_REG, R))
     assert m.encls(0, EnclsLeaf.EMODPR, si, encl.phys(0x2000)) == GP
-    assert m.encls(0, EnclsLeaf.EMODT, put_secinfo(m, secinfo_flags(PageType.PT_TRIM)), encl.phys(0x2000)) == GP
+    assert (
+        m.encls(0, EnclsLeaf.EMODT, put_secinfo(m, secinfo_flags(PageType.PT_TRIM)), encl.phys(0x2000)) == GP
+    )
     assert m.epc.epcm.rwx[encl.index(0x2000)] == RWX
 
 
@@ -118,7 +131,9 @@ def test_sgx1_machine_rejects_sgx2_leaves() -> None:
 def test_emodpr_restricts_and_sets_pr(m: Machine, encl: Enclave) -> None:
     idx = encl.index(0x2000)
     encl.state.epoch = 4
-    check(m.encls(0, EnclsLeaf.EMODPR, put_secinfo(m, secinfo_flags(PageType.PT_REG, R | X)), encl.phys(0x2000)))
+    check(
+        m.encls(0, EnclsLeaf.EMODPR, put_secinfo(m, secinfo_flags(PageType.PT_REG, R | X)), encl.phys(0x2000))
+    )
     e = m.epc.epcm
     assert e.rwx[idx] == R | X and e.pr[idx] and e.block_epoch[idx] == 4
     # Permissions can only shrink: asking for RWX again leaves R|X.
@@ -189,8 +204,12 @@ def test_emodt_outcomes(m: Machine, encl: Enclave) -> None:
     assert m.encls(0, EnclsLeaf.EMODT, trim + 16, page) == GP
     assert m.encls(0, EnclsLeaf.EMODT, trim, page + 8) == GP
     assert m.encls(0, EnclsLeaf.EMODT, trim, DRAM_ADDR) == pf(DRAM_ADDR)
-    assert m.encls(0, EnclsLeaf.EMODT, put_secinfo(m, secinfo_flags(PageType.PT_TRIM), b"\x01" + bytes(55)),
-                   page) == GP
+    assert (
+        m.encls(
+            0, EnclsLeaf.EMODT, put_secinfo(m, secinfo_flags(PageType.PT_TRIM), b"\x01" + bytes(55)), page
+        )
+        == GP
+    )
     for bad in (PageType.PT_REG, PageType.PT_SECS, PageType.PT_VA):
         assert m.encls(0, EnclsLeaf.EMODT, put_secinfo(m, secinfo_flags(bad)), page) == GP
     free = encl.pool.alloc()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import tomllib
 
 import jsonschema
 import pytest
-import tomllib
 
 from sgxsim.errors import ScenarioError
 from sgxsim.sim.scenario import json_schema, parse_duration, parse_scenario, parse_size
@@ -101,7 +101,12 @@ def test_good_scenario_matches_json_schema() -> None:
         ("sockets = 2", "sockets = 2\nsocket = 3", "machine.socket", "socket = 3"),
         ('name = "two sockets"', "name = 3", "scenario.name", None),
         ('vepc = "zap"', 'vepc = "maybe"', "machine.vepc", None),
-        ('svn_update_policy = "rfc-v2-teardown"', 'svn_update_policy = "yolo"', "machine.svn_update_policy", None),
+        (
+            'svn_update_policy = "rfc-v2-teardown"',
+            'svn_update_policy = "yolo"',
+            "machine.svn_update_policy",
+            None,
+        ),
         ("EREMOVE = 2000", "EREMOVAL = 2000", "machine.latency", "[machine.latency]"),
         ("EREMOVE = 2000", "EREMOVE = -1", "machine.latency.EREMOVE", None),
         ('size = "32MiB"', 'size = "1000"', "machine.epc_sections[1].size", None),
@@ -143,17 +148,23 @@ def test_duplicate_workload_names() -> None:
 
 
 def test_nine_sections_rejected() -> None:
-    text = '[scenario]\nname = "x"\n[machine]\nsockets = 1\n' + '[[machine.epc_sections]]\nsize = "4KiB"\n' * 9
+    text = (
+        '[scenario]\nname = "x"\n[machine]\nsockets = 1\n' + '[[machine.epc_sections]]\nsize = "4KiB"\n' * 9
+    )
     with pytest.raises(ScenarioError, match="at most 8"):
         parse_scenario(text)
 
 
-@pytest.mark.parametrize(("text", "value"), [("4096", 4096), ("64MiB", 64 << 20), ("2 GiB", 2 << 30), ("1T", 1 << 40)])
+@pytest.mark.parametrize(
+    ("text", "value"), [("4096", 4096), ("64MiB", 64 << 20), ("2 GiB", 2 << 30), ("1T", 1 << 40)]
+)
 def test_parse_size(text: str, value: int) -> None:
     assert parse_size(text) == value
 
 
-@pytest.mark.parametrize(("text", "value"), [("1s", 10**9), ("2.5ms", 2_500_000), ("30d", 30 * 86_400 * 10**9)])
+@pytest.mark.parametrize(
+    ("text", "value"), [("1s", 10**9), ("2.5ms", 2_500_000), ("30d", 30 * 86_400 * 10**9)]
+)
 def test_parse_duration(text: str, value: int) -> None:
     assert parse_duration(text) == value
 

@@ -913,10 +913,11 @@ def ewb(m: Machine, lp: LogicalProcessor, rbx: int, rcx: int, rdx: int) -> LeafR
     (#PF), RDX page not a valid VA (#PF(RDX)); child pages: not BLOCKED -> SGX_PAGE_NOT_BLOCKED,
     tracking incomplete -> SGX_NOT_TRACKED ([MODEL]: no ETRACK since the EBLOCK, or processors
     of the last ETRACK still inside); SECS with children -> SGX_CHILD_PRESENT; VA pages evict
-    freely. Sealing: ``crypto.ewb_seal(CR_BASE_PK, version, header, page)`` with a fresh version
-    ([MODEL] ``m.next_paging_version() << 3``, unique and with bits 2:0 clear); ciphertext to SRCPGE; PCMD {SECINFO(PT, RWX, PENDING, MODIFIED, PR),
-    ENCLAVEID, MAC}; PAGEINFO.LINADDR := ENCLAVEADDRESS; SGX_VA_SLOT_OCCUPIED (CF=1, the
-    eviction still completes) when the slot was non-zero; EPCM entry invalidated.
+    freely. Sealing: ``crypto.ewb_seal(CR_BASE_PK, version, header, page)`` with a fresh
+    version ([MODEL] ``m.next_paging_version() << 3``: unique, bits 2:0 clear); ciphertext to
+    SRCPGE; PCMD {SECINFO(PT, RWX, PENDING, MODIFIED, PR), ENCLAVEID, MAC}; PAGEINFO.LINADDR :=
+    ENCLAVEADDRESS; SGX_VA_SLOT_OCCUPIED (CF=1, the eviction still completes) when the slot was
+    non-zero; EPCM entry invalidated.
     [MODEL] an evicted SECS's hidden state moves to ``m.evicted_secs[version]``, and the suspended
     thread of an evicted TCS is kept as ``m.tcs_threads[-version]`` (ELDU moves it back under the
     TCS's new page index), so reusing the freed EPC page cannot disturb it.
@@ -1333,13 +1334,29 @@ def _indices_of(epc: Epc, phys: I64Array) -> tuple[I64Array, BoolArray]:
     return idx.astype(np.int64, copy=False), inside
 
 
+def _drop_contents(epc: Epc, idx: I64Array) -> None:
+    """Forget the stored contents of the pages ``idx`` (cheap when few pages hold data)."""
+    contents = epc.contents
+    if not contents:
+        return
+    if len(contents) < idx.size:
+        keys = np.fromiter(contents.keys(), dtype=np.int64, count=len(contents))
+        for k in keys[np.isin(keys, idx)].tolist():
+            del contents[k]
+    else:
+        for k in idx.tolist():
+            contents.pop(k, None)
+
+
 def _first_occurrence(idx: I64Array, eligible: BoolArray) -> BoolArray:
     """True where ``idx[i]`` is eligible and no earlier eligible entry has the same index."""
-    first = np.zeros(idx.shape, dtype=np.bool_)
     pos = np.flatnonzero(eligible)
-    if pos.size:
-        _, where = np.unique(idx[pos], return_index=True)
-        first[pos[where]] = True
+    sub = idx[pos]
+    if sub.size < 2 or bool(np.all(sub[1:] > sub[:-1])):
+        return eligible.copy()  # strictly increasing: no repeats (the common, sorted case)
+    first = np.zeros(idx.shape, dtype=np.bool_)
+    _, where = np.unique(sub, return_index=True)
+    first[pos[where]] = True
     return first
 
 
@@ -1527,11 +1544,8 @@ def _eadd_commit(
     e.modified[idx] = False
     e.pr[idx] = False
     e.block_epoch[idx] = 0
-    contents = m.epc.contents
     if src is None:
-        if contents:
-            for k in idx.tolist():
-                contents.pop(k, None)
+        _drop_contents(m.epc, idx)
     else:
         read = m.dram.read
         for k, s in zip(idx.tolist(), src.tolist(), strict=True):
@@ -1627,9 +1641,7 @@ def _eaug_batch_body(
             e.modified[ids] = False
             e.pr[ids] = False
             e.block_epoch[ids] = 0
-            if epc.contents:
-                for k in ids.tolist():
-                    epc.contents.pop(k, None)
+            _drop_contents(epc, ids)
             state.child_count += int(ids.size)
             done = stop
         if done == n:
@@ -1713,7 +1725,11 @@ def _eremove_vector(m: Machine, ids: I64Array, pos: I64Array, out: npt.NDArray[n
     out[pos[busy]] = int(SgxStatus.SGX_ENCLAVE_ACT)
     out[pos[~busy]] = int(_SUCCESS)
     removed_child = child & ~busy
-    owners, counts = np.unique(e.secs[ids[removed_child]], return_counts=True)
+    owner_of = e.secs[ids[removed_child]]
+    if owner_of.size and owner_of.min() == owner_of.max():  # one enclave: no sort needed
+        owners, counts = owner_of[:1], np.array([owner_of.size])
+    else:
+        owners, counts = np.unique(owner_of, return_counts=True)
     for owner, count in zip(owners.tolist(), counts.tolist(), strict=True):
         state = m.epc.secs_state.get(int(owner))
         if state is None:
@@ -1724,7 +1740,7 @@ def _eremove_vector(m: Machine, ids: I64Array, pos: I64Array, out: npt.NDArray[n
         for name in Epcm.__slots__:
             if name != "npages":
                 getattr(e, name)[gone] = 0
-        m.epc.clear_pages(gone)
+        _drop_contents(m.epc, gone)
         if m.tcs_threads:
             for k in gone.tolist():
                 if k in m.tcs_threads:

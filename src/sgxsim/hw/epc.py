@@ -253,7 +253,7 @@ class Epc:
     def write(self, index: int, offset: int, data: bytes | bytearray | memoryview) -> None:
         page = self.contents.get(index)
         if page is None:
-            if not any(data):
+            if data == _ZERO_PAGE[: len(data)]:
                 return
             page = bytearray(PAGE_SIZE)
             self.contents[index] = page
@@ -261,7 +261,7 @@ class Epc:
 
     def set_page(self, index: int, data: bytes | bytearray | memoryview | None) -> None:
         """Replace a whole page; ``None`` or all-zero data stores nothing."""
-        if data is None or not any(data):
+        if data is None or data == _ZERO_PAGE[: len(data)]:
             self.contents.pop(index, None)
         else:
             self.contents[index] = bytearray(data)

@@ -57,6 +57,8 @@ DEFAULT_EPC_STRIDE = 0x100_0000_0000
 #: DRAM handed out by :class:`Dram` lives below this address.
 DRAM_LIMIT = DEFAULT_EPC_BASE
 
+_ZERO_PAGE = bytes(PAGE_SIZE)
+
 
 # ---------------------------------------------------------------------------------------
 # Latencies
@@ -283,7 +285,7 @@ class Dram:
             n = min(len(view), PAGE_SIZE - off)
             page = self._pages.get(pfn)
             if page is None:
-                if not any(view[:n]):
+                if view[:n] == _ZERO_PAGE[:n]:
                     addr += n
                     view = view[n:]
                     continue
@@ -296,7 +298,7 @@ class Dram:
     def page_is_zero(self, addr: int) -> bool:
         """True if the page at ``addr`` was never written with non-zero data."""
         page = self._pages.get(addr >> PAGE_SHIFT)
-        return page is None or not any(page)
+        return page is None or page == _ZERO_PAGE
 
     @property
     def pages_in_use(self) -> int:
