@@ -29,6 +29,7 @@ from task to task, and a decision that keeps the current task does not switch at
 
 from __future__ import annotations
 
+import abc
 import bisect
 import enum
 import functools
@@ -201,7 +202,7 @@ class RunResult:
 # --------------------------------------------------------------------------- strategies
 
 
-class Strategy:
+class Strategy(abc.ABC):
     """Picks the next task at each scheduling decision.
 
     ``choose`` gets the runnable tasks in creation order (never empty), the task that
@@ -214,13 +215,16 @@ class Strategy:
     time_ordered: ClassVar[bool] = False
 
     def attach(self, sched: DeterministicScheduler) -> None:
-        """Called once by the scheduler that will use this strategy."""
+        """Called once by the scheduler that will use this strategy (default: nothing to do)."""
+        return
 
     def on_spawn(self, task: Task) -> None:
-        """Called for every new task."""
+        """Called for every new task (default: nothing to do)."""
+        return
 
+    @abc.abstractmethod
     def choose(self, runnable: Sequence[Task], current: Task | None, step: int) -> Task:
-        raise NotImplementedError
+        """Pick the task that runs next among ``runnable``."""
 
 
 def _check_rng(rng: object) -> random.Random:
