@@ -904,6 +904,27 @@ def etrack(m: Machine, lp: LogicalProcessor, rbx: int, rcx: int, rdx: int) -> Le
 # --------------------------------------------------------------------------------------------
 
 
+def _paging_operands(m: Machine, rbx: int, rcx: int, rdx: int) -> tuple[int, int] | Fault:
+    """The operand checks EWB and ELDB/ELDU share, in the SDM's order.
+
+    PAGEINFO (RBX) 32-byte aligned and the EPC page (RCX) 4 KiB aligned, else #GP(0); RCX in the
+    EPC, else #PF(RCX); the VA slot (RDX) 8-byte aligned, else #GP(0); RDX in the EPC, else
+    #PF(RDX). Returns the (page, VA page) indices.
+    """
+    _regs_ok(rbx, rcx, rdx)
+    if rbx & 31 or rcx & _PAGE_MASK:
+        return gp0()
+    idx = m.epc.index_of(rcx)
+    if idx is None:
+        return _pf(rcx)
+    if rdx & 7:
+        return gp0()
+    va_idx = m.epc.index_of(rdx)
+    if va_idx is None:
+        return _pf(rdx)
+    return idx, va_idx
+
+
 def ewb(m: Machine, lp: LogicalProcessor, rbx: int, rcx: int, rdx: int) -> LeafResult:
     """Evict an EPC page: encrypt it to PAGEINFO.SRCPGE, write its PCMD, version into the VA slot.
 
@@ -924,18 +945,11 @@ def ewb(m: Machine, lp: LogicalProcessor, rbx: int, rcx: int, rdx: int) -> LeafR
     Outcomes: SUCCESS, SGX_VA_SLOT_OCCUPIED, SGX_PAGE_NOT_BLOCKED, SGX_NOT_TRACKED,
     SGX_CHILD_PRESENT, #GP(0), #PF(RCX), #PF(RDX).
     """
-    _regs_ok(rbx, rcx, rdx)
-    if rbx & 31 or rcx & _PAGE_MASK:
-        return gp0()
+    operands = _paging_operands(m, rbx, rcx, rdx)
+    if isinstance(operands, Fault):
+        return operands
+    idx, va_idx = operands
     epc = m.epc
-    idx = epc.index_of(rcx)
-    if idx is None:
-        return _pf(rcx)
-    if rdx & 7:
-        return gp0()
-    va_idx = epc.index_of(rdx)
-    if va_idx is None:
-        return _pf(rdx)
     if va_idx == idx:
         return gp0()
     linaddr_field, srcpge, pcmd_addr, secs_field = _read_pageinfo(m, rbx)
@@ -990,18 +1004,11 @@ def ewb(m: Machine, lp: LogicalProcessor, rbx: int, rcx: int, rdx: int) -> LeafR
 
 def _eld(m: Machine, rbx: int, rcx: int, rdx: int, blocked: bool) -> LeafResult:
     """ELDB/ELDU body; ``blocked`` selects ELDB (child pages come back BLOCKED)."""
-    _regs_ok(rbx, rcx, rdx)
-    if rbx & 31 or rcx & _PAGE_MASK:
-        return gp0()
+    operands = _paging_operands(m, rbx, rcx, rdx)
+    if isinstance(operands, Fault):
+        return operands
+    idx, va_idx = operands
     epc = m.epc
-    idx = epc.index_of(rcx)
-    if idx is None:
-        return _pf(rcx)
-    if rdx & 7:
-        return gp0()
-    va_idx = epc.index_of(rdx)
-    if va_idx is None:
-        return _pf(rdx)
     linaddr, srcpge, pcmd_addr, secs_addr = _read_pageinfo(m, rbx)
     if pcmd_addr & 127 or srcpge & _PAGE_MASK:
         return gp0()
