@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SECS_REF",
     "SGX_ENCL_CREATED",
+    "SGX_ENCL_DEAD",
     "SGX_ENCL_DEBUG",
     "SGX_ENCL_INITIALIZED",
     "SGX_ENCL_IOCTL",
@@ -74,6 +75,9 @@ SGX_ENCL_IOCTL = 1 << 0
 SGX_ENCL_DEBUG = 1 << 1
 SGX_ENCL_CREATED = 1 << 2
 SGX_ENCL_INITIALIZED = 1 << 3
+#: [MODEL] The enclave lost its EPC to an SVN update's zap (fixed default; the RFC as posted has
+#: no such state): ioctls fail with -EIO, faults SIGBUS, entries fault.
+SGX_ENCL_DEAD = 1 << 4
 
 #: encl.h: desc bits 11:3 hold the VA slot offset while evicted; bit 3 flags reclaim in progress.
 SGX_ENCL_PAGE_VA_OFFSET_MASK = 0xFF8
@@ -782,6 +786,21 @@ def sgx_vma_fault(vmf: VmFault) -> int:
     if not isinstance(encl, SgxEncl):
         return VM_FAULT_SIGBUS
     k = encl.k
+    # RFC v2 patch 01: no page may be initialized while an SVN update holds the EPC.
+    idx = k.sgx_epc_read_lock()
+    try:
+        if k.sgx_epc_is_locked():
+            k.count("faults_sigbus_epc_locked")
+            return VM_FAULT_SIGBUS
+        if encl.flags & SGX_ENCL_DEAD:
+            return VM_FAULT_SIGBUS
+        return _sgx_vma_fault(vma, encl, addr)
+    finally:
+        k.sgx_epc_read_unlock(idx)
+
+
+def _sgx_vma_fault(vma: Vma, encl: SgxEncl, addr: int) -> int:
+    k = encl.k
     pfn = addr >> PAGE_SHIFT
     if k.sgx2 and not encl.pages.load(pfn):
         return sgx_encl_eaug_page(vma, encl, addr)
@@ -880,11 +899,27 @@ def sgx_vma_access(vma: Vma, addr: int, buf: bytearray, write: bool) -> int:
     if not encl.flags & SGX_ENCL_DEBUG:
         return -EFAULT
     k = encl.k
+    idx = k.sgx_epc_read_lock()
+    try:
+        if k.sgx_epc_is_locked():
+            if k.svn.as_posted:
+                # As posted: the -EBUSY exit unlocks encl->lock, which was never taken.
+                k.log.WARN(True, "bad unlock balance detected: encl->lock", site="sgx_vma_access")
+            return -EBUSY
+        if encl.flags & SGX_ENCL_DEAD:
+            return -EIO
+        return _sgx_vma_access(encl, addr, buf, write, vma.vm_flags)
+    finally:
+        k.sgx_epc_read_unlock(idx)
+
+
+def _sgx_vma_access(encl: SgxEncl, addr: int, buf: bytearray, write: bool, vm_flags: int) -> int:
+    k = encl.k
     length = len(buf)
     i = 0
     ret = 0
     while i < length:
-        r = sgx_encl_reserve_page(encl, (addr + i) & ~(PAGE_SIZE - 1), vma.vm_flags)
+        r = sgx_encl_reserve_page(encl, (addr + i) & ~(PAGE_SIZE - 1), vm_flags)
         if r < 0:
             ret = r
             break
@@ -1066,6 +1101,31 @@ def sgx_zap_enclave_ptes(encl: SgxEncl, addr: int) -> None:
 # -- teardown -------------------------------------------------------------------------------------
 
 
+def sgx_zap_enclave_range(encl: SgxEncl, start: int, size: int) -> None:
+    """Remove every PTE in [start, start + size) of the enclave's VMAs in all its mms.
+
+    Models: the range form of sgx_zap_enclave_ptes() ([MODEL] used when an SVN update kills
+    the whole enclave at once).
+    """
+    idx = encl.srcu.srcu_read_lock()
+    try:
+        for encl_mm in list(encl.mm_list):
+            mm = encl_mm.mm
+            if mm.mm_users <= 0:
+                continue
+            mm.mmap_lock.down_read()
+            for vma in list(mm.vmas):
+                if vma.vm_private_data is not encl:
+                    continue
+                lo = max(start, vma.vm_start)
+                hi = min(start + size, vma.vm_end)
+                if lo < hi:
+                    mm.zap_vma_ptes(vma, lo, hi - lo)
+            mm.mmap_lock.up_read()
+    finally:
+        encl.srcu.srcu_read_unlock(idx)
+
+
 def sgx_encl_release_kref(ref: Kref) -> None:
     """``kref_put(&encl->refcount, sgx_encl_release)`` target."""
     encl = ref.container
@@ -1082,6 +1142,19 @@ def sgx_encl_release(encl: SgxEncl) -> None:
     every VA page; drop the backing file; WARN if mms remain, children remain or the SECS is still
     there; free the enclave; (6.19) drop the SGX usage count.
     """
+    k = encl.k
+    # [MODEL fix] the release path's EREMOVEs never overlap EUPDATESVN (unguarded as posted).
+    guard = k.svn.release_guard_begin()
+    try:
+        _sgx_encl_release(encl)
+    finally:
+        k.svn.release_guard_end(guard)
+    # RFC v2 patch 06: an update may be waiting for this enclave's VA and SECS pages.
+    k.svn.sgx_zap_wakeup()
+    k.sgx_dec_usage_count()
+
+
+def _sgx_encl_release(encl: SgxEncl) -> None:
     k = encl.k
     pages = encl.pages
     batch = k.batch_ok()
@@ -1107,7 +1180,8 @@ def sgx_encl_release(encl: SgxEncl) -> None:
     while encl.va_pages:
         va = next(iter(encl.va_pages))
         del encl.va_pages[va]
-        k.sgx_encl_free_epc_page(encl.va_epc[va])
+        if encl.va_epc[va] >= 0:
+            k.sgx_encl_free_epc_page(encl.va_epc[va])
         _va_release_id(encl, va)
     if encl.backing is not None:
         encl.backing.release()
@@ -1117,7 +1191,6 @@ def sgx_encl_release(encl: SgxEncl) -> None:
     k.log.WARN_ON_ONCE("sgx_encl_release:secs", encl.secs_epc >= 0, site="sgx_encl_release")
     encl.released = True
     k.enclaves.pop(encl.id, None)
-    k.sgx_dec_usage_count()
 
 
 def _free_epc_pages_batch(k: Kernel, pages: list[int]) -> None:
@@ -1130,6 +1203,7 @@ def _free_epc_pages_batch(k: Kernel, pages: list[int]) -> None:
         k.log.WARN_ONCE("EREMOVE", True, E.EREMOVE_ERROR_MESSAGE, r, r, site="sgx_encl_free_epc_page")
         k.epc_flags[p] |= 0x80
         k.count("epc_pages_leaked")
+        k.svn.sgx_zap_abort()
 
 
 # ---------------------------------------------------------------------------------------

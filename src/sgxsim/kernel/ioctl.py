@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -42,6 +43,7 @@ from sgxsim.kernel import encls as E  # noqa: N812
 from sgxsim.kernel import uapi as U  # noqa: N812
 from sgxsim.kernel.encl import (
     SGX_ENCL_CREATED,
+    SGX_ENCL_DEAD,
     SGX_ENCL_DEBUG,
     SGX_ENCL_INITIALIZED,
     SGX_ENCL_IOCTL,
@@ -98,6 +100,45 @@ def _u64(raw: bytes, off: int = 0) -> int:
 
 # ---------------------------------------------------------------------------------------
 # Validation helpers
+
+
+class _EarlyReturn(Exception):
+    """As posted, the SGX2 ioctls ``return -EBUSY`` from inside their page loop, skipping the
+    write-back of ``count`` (RFC v2 patch 01); the ioctl wrapper catches this and returns."""
+
+    def __init__(self, ret: int) -> None:
+        super().__init__(ret)
+        self.ret = ret
+
+
+def _page_loop_epc_locked(k: Kernel) -> bool:
+    """Per-page check of the EPC lock inside a page loop (the caller holds the SRCU read side).
+
+    Models: RFC v2 patch 01 in the ADD_PAGES and SGX2 loops. Outcome: True if the loop must
+    stop with -EBUSY (fixed: ``count`` reports the partial progress); as posted the SGX2 loops
+    return directly (:class:`_EarlyReturn`).
+    """
+    if not k.sgx_epc_is_locked():
+        return False
+    k.count("ioctls_ebusy_epc_locked")
+    return True
+
+
+def _with_epc_read(k: Kernel, fn: Callable[[], int]) -> int:
+    """Run an ioctl body inside an SRCU read-side section of ``sgx_lock_epc_srcu``."""
+    idx = k.sgx_epc_read_lock()
+    try:
+        return fn()
+    finally:
+        k.sgx_epc_read_unlock(idx)
+
+
+def _epc_locked_entry(k: Kernel) -> bool:
+    """Entry check of a guarded ioctl (caller holds the read side): True -> -EBUSY."""
+    if k.sgx_epc_is_locked():
+        k.count("ioctls_ebusy_epc_locked")
+        return True
+    return False
 
 
 def sgx_validate_offset_length(encl: SgxEncl, offset: int, length: int) -> int:
@@ -193,10 +234,26 @@ def sgx_ioc_enclave_create(k: Kernel, encl: SgxEncl, arg: int) -> int:
     raw = copy_from_user(k, arg, 8)
     if raw is None:
         return -U.EFAULT
+    # kmalloc(PAGE_SIZE) for the SECS copy.
+    secs_buf = k.dram_alloc()
     secs = copy_from_user(k, _u64(raw), PAGE_SIZE)
     if secs is None:
+        k.dram_free(secs_buf)
         return -U.EFAULT
-    return sgx_encl_create(k, encl, secs)
+
+    def body() -> int:
+        if _epc_locked_entry(k):
+            if k.svn.as_posted:
+                # As posted: returns before kfree(secs), leaking the copy.
+                k.count("secs_copies_leaked")
+                return -U.EBUSY
+            k.dram_free(secs_buf)
+            return -U.EBUSY
+        ret = sgx_encl_create(k, encl, secs)
+        k.dram_free(secs_buf)
+        return ret
+
+    return _with_epc_read(k, body)
 
 
 # ---------------------------------------------------------------------------------------
@@ -420,10 +477,30 @@ def sgx_ioc_enclave_add_pages(k: Kernel, encl: SgxEncl, arg: int) -> int:
         return -U.EINVAL
     c = 0
     ret = 0
+    idx = k.sgx_epc_read_lock()
+    try:
+        c, ret = _add_pages_loop(k, encl, src, offset, length, secinfo, flags)
+    finally:
+        k.sgx_epc_read_unlock(idx)
+    out = _ADD.pack(src, offset, length, secinfo_addr, flags, c)
+    if not copy_to_user(k, arg, out):
+        return -U.EFAULT
+    return ret
+
+
+def _add_pages_loop(
+    k: Kernel, encl: SgxEncl, src: int, offset: int, length: int, secinfo: bytes, flags: int
+) -> tuple[int, int]:
+    """The page loop of ADD_PAGES. Returns (bytes added, ret)."""
+    c = 0
+    ret = 0
     while c < length:
         if k.signal_pending():
             if not c:
                 ret = -U.ERESTARTSYS
+            break
+        if _page_loop_epc_locked(k):
+            ret = -U.EBUSY
             break
         if k.batch_ok() and not flags & U.SGX_PAGE_MEASURE:
             n = _batch_len(k, encl, src + c, offset + c, (length - c) >> PAGE_SHIFT, _u64(secinfo))
@@ -438,10 +515,7 @@ def sgx_ioc_enclave_add_pages(k: Kernel, encl: SgxEncl, arg: int) -> int:
         if ret:
             break
         c += PAGE_SIZE
-    out = _ADD.pack(src, offset, length, secinfo_addr, flags, c)
-    if not copy_to_user(k, arg, out):
-        return -U.EFAULT
-    return ret
+    return c, ret
 
 
 # ---------------------------------------------------------------------------------------
@@ -516,7 +590,16 @@ def sgx_ioc_enclave_init(k: Kernel, encl: SgxEncl, arg: int) -> int:
         vendor = struct.unpack_from("<I", sig, 16)[0]
         if vendor not in (0x0000, 0x8086):
             return -U.EINVAL
-        return sgx_encl_init(k, encl, sig, page, token)
+        if not k.svn.guard_unguarded_ioctls():
+            # As posted: EINIT is not guarded and may run beside EUPDATESVN.
+            return sgx_encl_init(k, encl, sig, page, token)
+
+        def body() -> int:
+            if _epc_locked_entry(k):
+                return -U.EBUSY
+            return sgx_encl_init(k, encl, sig, page, token)
+
+        return _with_epc_read(k, body)
     finally:
         k.dram_free(page)
 
@@ -533,13 +616,28 @@ def sgx_ioc_enclave_provision(k: Kernel, encl: SgxEncl, arg: int) -> int:
     raw = copy_from_user(k, arg, 8)
     if raw is None:
         return -U.EFAULT
-    ret, mask = sgx_set_attribute(k, encl.attributes_mask, _u64(raw) & 0xFFFF_FFFF)
-    encl.attributes_mask = mask
-    return ret
+
+    def body() -> int:
+        if k.svn.guard_unguarded_ioctls() and _epc_locked_entry(k):
+            return -U.EBUSY
+        ret, mask = sgx_set_attribute(k, encl.attributes_mask, _u64(raw) & 0xFFFF_FFFF)
+        encl.attributes_mask = mask
+        return ret
+
+    return _with_epc_read(k, body)
 
 
 # ---------------------------------------------------------------------------------------
 # SGX2
+
+
+def _sgx2_in_epc_read(k: Kernel, fn: Callable[[], tuple[int, int, int]]) -> tuple[int, int, int]:
+    """Run an SGX2 page loop inside an SRCU read-side section (checked per page)."""
+    idx = k.sgx_epc_read_lock()
+    try:
+        return fn()
+    finally:
+        k.sgx_epc_read_unlock(idx)
 
 
 def sgx_ioc_sgx2_ready(k: Kernel, encl: SgxEncl) -> int:
@@ -589,6 +687,11 @@ def sgx_enclave_restrict_permissions(
     ret = 0
     while c < length:
         addr = encl.base + offset + c
+        if _page_loop_epc_locked(k):
+            if k.svn.as_posted:
+                raise _EarlyReturn(-U.EBUSY)
+            ret = -U.EBUSY
+            break
         k.sgx_reclaim_direct()
         encl.lock.lock()
         try:
@@ -637,7 +740,12 @@ def sgx_ioc_enclave_restrict_permissions(k: Kernel, encl: SgxEncl, arg: int) -> 
         return -U.EINVAL
     if result or count:
         return -U.EINVAL
-    ret, result, count = sgx_enclave_restrict_permissions(k, encl, offset, length, perms)
+    try:
+        ret, result, count = _sgx2_in_epc_read(
+            k, lambda: sgx_enclave_restrict_permissions(k, encl, offset, length, perms)
+        )
+    except _EarlyReturn as e:
+        return e.ret
     if not copy_to_user(k, arg, _MOD.pack(offset, length, perms, result & _U64, count)):
         return -U.EFAULT
     return ret
@@ -662,6 +770,11 @@ def sgx_enclave_modify_types(
     ret = 0
     while c < length:
         addr = encl.base + offset + c
+        if _page_loop_epc_locked(k):
+            if k.svn.as_posted:
+                raise _EarlyReturn(-U.EBUSY)
+            ret = -U.EBUSY
+            break
         k.sgx_reclaim_direct()
         encl.lock.lock()
         try:
@@ -728,7 +841,12 @@ def sgx_ioc_enclave_modify_types(k: Kernel, encl: SgxEncl, arg: int) -> int:
         return -U.EINVAL
     if result or count:
         return -U.EINVAL
-    ret, result, count = sgx_enclave_modify_types(k, encl, offset, length, page_type)
+    try:
+        ret, result, count = _sgx2_in_epc_read(
+            k, lambda: sgx_enclave_modify_types(k, encl, offset, length, page_type)
+        )
+    except _EarlyReturn as e:
+        return e.ret
     if not copy_to_user(k, arg, _MOD.pack(offset, length, page_type, result & _U64, count)):
         return -U.EFAULT
     return ret
@@ -747,6 +865,11 @@ def sgx_encl_remove_pages(k: Kernel, encl: SgxEncl, offset: int, length: int) ->
     secinfo = em.secinfo_bytes(int(SecinfoFlags.R | SecinfoFlags.W | SecinfoFlags.X))
     while c < length:
         addr = encl.base + offset + c
+        if _page_loop_epc_locked(k):
+            if k.svn.as_posted:
+                raise _EarlyReturn(-U.EBUSY)
+            ret = -U.EBUSY
+            break
         k.sgx_reclaim_direct()
         encl.lock.lock()
         try:
@@ -793,7 +916,10 @@ def sgx_ioc_enclave_remove_pages(k: Kernel, encl: SgxEncl, arg: int) -> int:
         return -U.EINVAL
     if count:
         return -U.EINVAL
-    ret, count = sgx_encl_remove_pages(k, encl, offset, length)
+    try:
+        ret, count, _ = _sgx2_in_epc_read(k, lambda: (*sgx_encl_remove_pages(k, encl, offset, length), 0))
+    except _EarlyReturn as e:
+        return e.ret
     if not copy_to_user(k, arg, _REM.pack(offset, length, count)):
         return -U.EFAULT
     return ret
@@ -815,6 +941,9 @@ def sgx_ioctl(k: Kernel, file: File, cmd: int, arg: int) -> int:
         return -U.EBUSY
     encl.flags |= SGX_ENCL_IOCTL
     try:
+        if encl.flags & SGX_ENCL_DEAD:
+            # [MODEL fix] the enclave lost its EPC to an SVN update.
+            return -U.EIO
         if cmd == U.SGX_IOC_ENCLAVE_CREATE:
             return sgx_ioc_enclave_create(k, encl, arg)
         if cmd == U.SGX_IOC_ENCLAVE_ADD_PAGES:

@@ -65,12 +65,17 @@ if TYPE_CHECKING:
     from sgxsim.kernel.driver import MiscDevice
     from sgxsim.kernel.encl import SgxEncl
     from sgxsim.kernel.process import Process, ShmemFile
+    from sgxsim.kernel.svn import SvnConfig
     from sgxsim.kernel.virt import SgxVepc
 
 __all__ = [
+    "SGX_EPC_PAGE_GUEST",
+    "SGX_EPC_PAGE_IN_RELEASE",
     "SGX_EPC_PAGE_IS_FREE",
     "SGX_EPC_PAGE_LEAKED",
     "SGX_EPC_PAGE_RECLAIMER_TRACKED",
+    "SGX_EPC_PAGE_VA",
+    "SGX_EPC_PAGE_ZAP_TRACKED",
     "SGX_NR_HIGH_PAGES",
     "SGX_NR_LOW_PAGES",
     "SGX_NR_TO_SCAN",
@@ -93,6 +98,13 @@ SGX_NR_HIGH_PAGES = 64
 #: ``struct sgx_epc_page.flags`` (sgx.h).
 SGX_EPC_PAGE_RECLAIMER_TRACKED = 1 << 0
 SGX_EPC_PAGE_IS_FREE = 1 << 1
+#: RFC v2 patch 04: a VA page / a KVM guest (vEPC) page.
+SGX_EPC_PAGE_VA = 1 << 2
+SGX_EPC_PAGE_GUEST = 1 << 3
+#: RFC v2 patch 06: a SECS the zapper deferred to its second pass; a VA/SECS page of an enclave
+#: in release that the zapper waits for.
+SGX_EPC_PAGE_ZAP_TRACKED = 1 << 4
+SGX_EPC_PAGE_IN_RELEASE = 1 << 5
 #: [MODEL] ``struct sgx_epc_page.poison`` kept as a flag bit.
 SGX_EPC_PAGE_POISON = 1 << 6
 #: [MODEL] The page was leaked: EREMOVE failed in sgx_encl_free_epc_page (Linux WARNs and
@@ -211,6 +223,32 @@ class PageLists:
         self._next[nodes[-1]] = head
         self._prev[head] = nodes[-1]
 
+    def del_many(self, nodes: npt.NDArray[np.int64]) -> None:
+        """``list_del_init`` of every node in ``nodes`` (attached to any lists).
+
+        Vectorized when the nodes are whole runs of their lists (e.g. every page of a list);
+        otherwise node by node.
+        """
+        nodes = np.asarray(nodes, dtype=np.int64)
+        if len(nodes) == 0:
+            return
+        dead = np.zeros(len(self._next), dtype=np.bool_)
+        dead[nodes] = True
+        nxt = self._next[nodes]
+        prv = self._prev[nodes]
+        # Boundary links: a dying node whose neighbour survives.
+        out_next = nxt[~dead[nxt]]
+        out_prev = prv[~dead[prv]]
+        if len(out_next) == 1 and len(out_prev) == 1:
+            # One contiguous run: splice it out at once.
+            self._next[int(out_prev[0])] = int(out_next[0])
+            self._prev[int(out_next[0])] = int(out_prev[0])
+            self._next[nodes] = nodes
+            self._prev[nodes] = nodes
+            return
+        for node in nodes.tolist():
+            self.del_init(int(node))
+
     def pop_front_many(self, head: int, count: int) -> list[int]:
         """Detach up to ``count`` entries from the front of ``head`` (for batch allocation)."""
         out: list[int] = []
@@ -301,8 +339,10 @@ class Kernel:
         sched: SchedulerHooks | None = None,
         log: KernelLog | None = None,
         config: KernelConfig | None = None,
+        svn: SvnConfig | None = None,
     ) -> None:
         from sgxsim.hw.machine import Machine as _Machine
+        from sgxsim.kernel.svn import SgxSvn
 
         if not isinstance(machine, _Machine):
             raise InvalidArgument(f"machine must be a Machine, got {machine!r}")
@@ -341,9 +381,10 @@ class Kernel:
         self.sgx_numa_nodes: dict[int, SgxNumaNode] = {}
         self.sgx_numa_mask: list[int] = []
         self.sgx_dirty_pages: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
-        #: The SRCU-protected "EPC locked" flag of the EUPDATESVN design: every path that turns
-        #: a free EPC page into a used one goes through :meth:`sgx_alloc_epc_page`, which asks
-        #: :meth:`sgx_epc_alloc_denied` first.
+        #: RFC v2 patch 01: the "EPC locked" flag and the SRCU its readers hold. Every path that
+        #: turns a free EPC page into a used one checks it inside a read-side section
+        #: (:meth:`sgx_epc_read_lock` + :meth:`sgx_epc_is_locked`); the allocator re-checks
+        #: (:meth:`sgx_epc_alloc_denied`) and WARNs on a path that forgot.
         self.sgx_epc_locked = False
         self.sgx_lock_epc_srcu = Srcu(self.sched, "sgx_lock_epc_srcu")
         #: Optional hook ``fn(kernel) -> int`` (0 or -errno) consulted before an allocation.
@@ -383,6 +424,8 @@ class Kernel:
         self.on_first_use: Callable[[Kernel], int] | None = None
         self.stats: dict[str, int] = {}
         self._once: set[str] = set()
+        #: SVN-update state and procedures (kernel/svn.py).
+        self.svn = SgxSvn(self, svn)
         self.sgx_init()
 
     # ------------------------------------------------------------------ context
@@ -441,21 +484,39 @@ class Kernel:
             self.log.pr_err(fmt, *args)
 
     def sgx_inc_usage_count(self) -> int:
-        """Count an SGX user (enclave or vEPC open); the first one runs ``on_first_use``.
+        """Count an SGX user (enclave or vEPC open); under the 6.19 policy the first one runs
+        EUPDATESVN (and any ``on_first_use`` test hook).
 
-        Models: main.c sgx_inc_usage_count() (Linux 6.19). Outcomes: 0, or the hook's -errno.
+        Models: main.c sgx_inc_usage_count() (Linux 6.19), see :meth:`SgxSvn.sgx_inc_usage_count`.
+        Outcomes: 0, or -errno (the open fails and the count is unchanged).
         """
-        if self.sgx_usage_count == 0 and self.on_first_use is not None:
-            ret = self.on_first_use(self)
-            if ret:
-                return ret
-        self.sgx_usage_count += 1
-        return 0
+        return self.svn.sgx_inc_usage_count()
 
     def sgx_dec_usage_count(self) -> None:
         """Models: main.c sgx_dec_usage_count() (Linux 6.19)."""
-        self.sgx_usage_count -= 1
-        self.log.WARN_ON_ONCE("sgx_usage_count", self.sgx_usage_count < 0, site="sgx_dec_usage_count")
+        self.svn.sgx_dec_usage_count()
+
+    # ------------------------------------------------------------------ the EPC lock (readers)
+
+    def sgx_epc_read_lock(self) -> int:
+        """``srcu_read_lock(&sgx_lock_epc_srcu)``. Models: RFC v2 patch 01 (reader side)."""
+        return self.sgx_lock_epc_srcu.srcu_read_lock()
+
+    def sgx_epc_read_unlock(self, idx: int) -> None:
+        """``srcu_read_unlock(&sgx_lock_epc_srcu, idx)``."""
+        self.sgx_lock_epc_srcu.srcu_read_unlock(idx)
+
+    def sgx_epc_is_locked(self) -> bool:
+        """Whether an SVN update holds the EPC (caller must be in a read-side section).
+
+        Models: RFC v2 patch 01 sgx_epc_is_locked() (lockdep_assert_held on the SRCU).
+        """
+        self.log.WARN_ON_ONCE(
+            "sgx_epc_is_locked:srcu",
+            not self.sgx_lock_epc_srcu.held_by_current(),
+            site="sgx_epc_is_locked",
+        )
+        return self.sgx_epc_locked
 
     def count(self, what: str, n: int = 1) -> None:
         self.stats[what] = self.stats.get(what, 0) + n
@@ -479,6 +540,7 @@ class Kernel:
             self.sgx_disabled = "no EPC"
             return
         self.ksgxd_sanitize()
+        self.svn.at_sgx_init()
         driver.register_provision(self)
         ret = driver.sgx_drv_init(self)
         vret = virt.sgx_vepc_init(self)
@@ -570,6 +632,9 @@ class Kernel:
         self.epc_owner_kind[pages] = EpcOwner.NONE
         self.epc_owner_id[pages] = 0
         self.epc_owner_index[pages] = 0
+        waited = (self.epc_flags[pages] & SGX_EPC_PAGE_IN_RELEASE) != 0
+        for _ in range(int(np.count_nonzero(waited))):
+            self.svn.on_free_epc_page(SGX_EPC_PAGE_IN_RELEASE)
         poison = (self.epc_flags[pages] & SGX_EPC_PAGE_POISON) != 0
         self.epc_flags[pages] = SGX_EPC_PAGE_IS_FREE | (self.epc_flags[pages] & SGX_EPC_PAGE_POISON)
         nids = np.zeros(len(pages), dtype=np.int64)
@@ -586,14 +651,21 @@ class Kernel:
     # ------------------------------------------------------------------ allocator
 
     def sgx_epc_alloc_denied(self) -> int:
-        """0, or the -errno with which the EUPDATESVN "EPC locked" state refuses new EPC pages.
+        """0, or the -errno with which the "EPC locked" state refuses a new EPC page.
 
-        The single guard point for ECREATE/EADD/ELDU/EPA/EAUG/vEPC fault/virt ECREATE page
-        use (all of which allocate through :meth:`sgx_alloc_epc_page`).
+        Every caller checked the lock in an SRCU read-side section it still holds, and may
+        finish what it started before the lock was set (the writer waits for it). An allocation
+        while locked *outside* any read-side section is a path that forgot the check
+        (lockdep_assert_held in the RFC's __ecreate/__eadd/__eldu/__epa/__eaug): WARN, -EBUSY.
         """
         if self.epc_alloc_guard is not None:
             return self.epc_alloc_guard(self)
-        return -EBUSY if self.sgx_epc_locked else 0
+        if self.sgx_epc_locked and not self.sgx_lock_epc_srcu.held_by_current():
+            self.log.WARN(
+                True, "EPC page allocated outside sgx_lock_epc_srcu while locked", site="sgx_alloc_epc_page"
+            )
+            return -EBUSY
+        return 0
 
     def _sgx_alloc_epc_page_from_node(self, nid: int) -> int:
         node = self.sgx_numa_nodes[nid]
@@ -659,6 +731,10 @@ class Kernel:
         self.epc_owner_kind[pages] = int(kind)
         self.epc_owner_id[pages] = owner_id
         self.epc_owner_index[pages] = indices
+        if kind == EpcOwner.VA_PAGE:
+            self.epc_flags[pages] |= SGX_EPC_PAGE_VA
+        elif kind == EpcOwner.VEPC:
+            self.epc_flags[pages] |= SGX_EPC_PAGE_GUEST
 
     def sgx_mark_pages_reclaimable(self, pages: npt.NDArray[np.int64]) -> None:
         """:meth:`sgx_mark_page_reclaimable` for many detached pages, in order (vectorized)."""
@@ -672,6 +748,10 @@ class Kernel:
         self._okind[page] = int(kind)
         self._oid[page] = owner_id
         self._oidx[page] = index
+        if kind == EpcOwner.VA_PAGE:
+            self._flags[page] = self._flags[page] | SGX_EPC_PAGE_VA
+        elif kind == EpcOwner.VEPC:
+            self._flags[page] = self._flags[page] | SGX_EPC_PAGE_GUEST
 
     def sgx_alloc_epc_page(self, kind: EpcOwner, owner_id: int, index: int, reclaim: bool) -> int:
         """Allocate an EPC page for an owner, reclaiming synchronously if asked and needed.
@@ -713,6 +793,8 @@ class Kernel:
         node = self.sgx_numa_nodes[nid]
         node.lock.lock()
         self._set_owner(page, EpcOwner.NONE, 0, 0)
+        if self._flags[page] & (SGX_EPC_PAGE_IN_RELEASE | SGX_EPC_PAGE_ZAP_TRACKED):
+            self.svn.on_free_epc_page(self._flags[page])
         poison = self._flags[page] & SGX_EPC_PAGE_POISON
         if poison:
             self.lists.add(page, node.poison_head)
@@ -750,6 +832,8 @@ class Kernel:
         ):
             self._flags[page] = self._flags[page] | SGX_EPC_PAGE_LEAKED
             self.count("epc_pages_leaked")
+            # RFC v2 patch 06: an update waiting for this release must give up.
+            self.svn.sgx_zap_abort()
             return
         self.sgx_free_epc_page(page)
 
@@ -811,8 +895,16 @@ class Kernel:
         Models: main.c ksgxd() loop body. Outcomes: True if it reclaimed, else False.
         """
         if self.sgx_should_reclaim(SGX_NR_HIGH_PAGES):
-            self.count("ksgxd_batches")
-            self.sgx_reclaim_pages()
+            # RFC v2 patch 01: no reclaim pass while an SVN update holds the EPC.
+            idx = self.sgx_epc_read_lock()
+            try:
+                if self.sgx_epc_is_locked():
+                    self.count("ksgxd_skipped_locked")
+                    return False
+                self.count("ksgxd_batches")
+                self.sgx_reclaim_pages()
+            finally:
+                self.sgx_epc_read_unlock(idx)
             return True
         return False
 

@@ -39,6 +39,7 @@ __all__ = [
     "ENOMEM",
     "ENOTTY",
     "ENXIO",
+    "EOPNOTSUPP",
     "EPERM",
     "ERESTARTSYS",
     "ERESUME",
@@ -352,6 +353,8 @@ EBUSY = 16
 ENODEV = 19
 EINVAL = 22
 ENOTTY = 25
+#: x86-64 Linux EOPNOTSUPP (== ENOTSUP).
+EOPNOTSUPP = 95
 #: Kernel-internal: "restart the system call"; user space sees EINTR when it is not restarted.
 ERESTARTSYS = 512
 #: Kernel-internal: "no such ioctl"; the VFS turns it into ENOTTY.

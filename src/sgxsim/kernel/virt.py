@@ -100,9 +100,19 @@ def sgx_vepc_fault(vmf: VmFault) -> int:
     vepc = vma.vm_private_data
     if not isinstance(vepc, SgxVepc):
         return VM_FAULT_SIGBUS
-    vepc.lock.lock()
-    ret = _sgx_vepc_fault(vepc, vma, vmf.address)
-    vepc.lock.unlock()
+    k = vepc.k
+    # RFC v2 patch 01: no guest page is handed out while an SVN update holds the EPC.
+    idx = k.sgx_epc_read_lock()
+    try:
+        if k.sgx_epc_is_locked():
+            k.count("vepc_faults_epc_locked")
+            ret = -U.EBUSY
+        else:
+            vepc.lock.lock()
+            ret = _sgx_vepc_fault(vepc, vma, vmf.address)
+            vepc.lock.unlock()
+    finally:
+        k.sgx_epc_read_unlock(idx)
     if not ret:
         return VM_FAULT_NOPAGE
     if ret == -U.EBUSY and vmf.flags & FAULT_FLAG_ALLOW_RETRY:
@@ -187,7 +197,17 @@ def sgx_vepc_release(k: Kernel, vepc: SgxVepc) -> None:
     Models: virt.c sgx_vepc_release(): pass 1 EREMOVE+free each page (failures kept); pass 2
     retry (a SECS still failing has children in another instance: zombie); then retry every
     zombie; remaining ones stay on zombie_secs_pages; drop the usage count (6.19).
+    [MODEL fix] its EREMOVEs never overlap EUPDATESVN (see SgxSvn.release_guard_begin).
     """
+    guard = k.svn.release_guard_begin()
+    try:
+        _sgx_vepc_release(k, vepc)
+    finally:
+        k.svn.release_guard_end(guard)
+    k.sgx_dec_usage_count()
+
+
+def _sgx_vepc_release(k: Kernel, vepc: SgxVepc) -> None:
     lists = k.lists
     for index in sorted(vepc.page_array):
         if sgx_vepc_free_page(k, vepc.page_array[index]):
@@ -211,7 +231,6 @@ def sgx_vepc_release(k: Kernel, vepc: SgxVepc) -> None:
         lists.add_tail(page, k.zombie_secs_pages)
     k.zombie_secs_pages_lock.unlock()
     k.vepcs.pop(vepc.id, None)
-    k.sgx_dec_usage_count()
 
 
 class SgxVepcFops(FileOperations):
@@ -287,9 +306,17 @@ def sgx_virt_ecreate(k: Kernel, linaddr: int, contents: int, secinfo: int, secs:
     Models: virt.c sgx_virt_ecreate(). Outcomes: (0, 0); (-EFAULT, trapnr) if ECREATE faulted;
     (-EINVAL, 0) if an address cannot be accessed (access_ok WARN); the EPC-locked errno.
     """
-    denied = k.sgx_epc_alloc_denied()
-    if denied:
-        return denied, 0
+    idx = k.sgx_epc_read_lock()
+    try:
+        if k.sgx_epc_is_locked():
+            k.count("virt_ecreate_epc_locked")
+            return -U.EBUSY, 0
+        return _sgx_virt_ecreate(k, linaddr, contents, secinfo, secs)
+    finally:
+        k.sgx_epc_read_unlock(idx)
+
+
+def _sgx_virt_ecreate(k: Kernel, linaddr: int, contents: int, secinfo: int, secs: int) -> tuple[int, int]:
     src = _translate(k, contents, False)
     si = _translate(k, secinfo, False)
     secs_phys = _translate(k, secs, True)
