@@ -1210,6 +1210,26 @@ def _free_epc_pages_batch(k: Kernel, pages: list[int]) -> None:
 # Validation
 
 
+def _validate_dead_encl(k: Kernel, encl: SgxEncl) -> list[str]:
+    """A dead enclave (an SVN update took its EPC, fixed default) holds no EPC page, no VA page,
+    no backing, and owns no EPC page record; only pages a failed zap left resident remain."""
+    out: list[str] = []
+    name = f"encl {encl.id} (dead)"
+    owned = np.flatnonzero(
+        (k.epc_owner_id == encl.id)
+        & np.isin(k.epc_owner_kind, [EpcOwner.ENCL_PAGE, EpcOwner.SECS, EpcOwner.VA_PAGE])
+    )
+    held = {p for c in encl.pages.chunks.values() for p in c._epc[c._epc >= 0].tolist()}
+    held |= {encl.secs_epc} if encl.secs_epc >= 0 else set()
+    held |= {encl.va_epc[va] for va in encl.va_pages}
+    for page in owned.tolist():
+        if page not in held:
+            out.append(f"{name}: EPC {page} owned but not held")
+    if encl.backing is not None and not held:
+        out.append(f"{name}: backing kept after a complete zap")
+    return out
+
+
 def validate_encl(k: Kernel, encl: SgxEncl) -> list[str]:
     """Check one enclave's records against the EPCM and the EPC page records (drgn style).
 
@@ -1222,6 +1242,8 @@ def validate_encl(k: Kernel, encl: SgxEncl) -> list[str]:
     """
     out: list[str] = []
     name = f"encl {encl.id}"
+    if encl.flags & SGX_ENCL_DEAD and not k.svn.as_posted:
+        return _validate_dead_encl(k, encl)
     epcm = k.machine.epc.epcm
     resident = 0
     evicted_slots = 0

@@ -685,7 +685,7 @@ class SgxSvn:
         self.microcode_mutex.lock()
         try:
             if all(patch.revision <= lp.ucode.revision for lp in m.cpus):
-                k.log.pr_info("microcode: no newer microcode (revision 0x%x)", patch.revision)
+                k.log.pr_info("no newer microcode than revision 0x%x", patch.revision, prefix="microcode")
                 return 0
             # stop_machine: every CPU applies the patch with nothing else scheduled; the model
             # runs it atomically (no preemption point inside).
@@ -694,9 +694,9 @@ class SgxSvn:
             m.charge(0, MICROCODE_APPLY_NS)
             k.count("microcode_loads")
             if failed:
-                k.log.pr_err("microcode: late load failed on CPUs %s", failed)
+                k.log.pr_err("late load failed on CPUs %s", failed, prefix="microcode")
                 return -EIO
-            k.log.pr_info("microcode: updated early: 0x%x -> 0x%x", old, patch.revision)
+            k.log.pr_info("updated: 0x%x -> 0x%x (late load)", old, patch.revision, prefix="microcode")
             self.microcode_check()
             return 0
         finally:
