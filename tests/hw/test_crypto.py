@@ -647,3 +647,61 @@ def test_signature_verifies_with_cryptography_after_body_change_fails(signed: Si
             hashes.SHA256(),
         )
     assert sigstruct_verify(changed) is SgxStatus.SGX_INVALID_SIGNATURE
+
+
+# -- Measurement.eadd_many ----------------------------------------------------------------
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["eadd", "many", "page"]), st.lists(st.integers(0, 4095), max_size=40)),
+        max_size=8,
+    ),
+    st.sampled_from([0x203, 0x201, 0x100]),
+)
+@settings(max_examples=60, deadline=None)
+def test_eadd_many_equals_eadd_per_offset(ops: list[tuple[str, list[int]]], flags: int) -> None:
+    """Any mix of eadd_many, eadd and measured pages gives the digest and update count of the
+    one-block-at-a-time sequence."""
+    import numpy as np
+
+    from sgxsim.hw.crypto import Measurement
+
+    a = Measurement.ecreate(1, 1 << 24)
+    b = Measurement.ecreate(1, 1 << 24)
+    for kind, pages in ops:
+        offs = [p * 4096 for p in pages]
+        if kind == "many":
+            a.eadd_many(np.array(offs, dtype=np.int64), flags)
+            for off in offs:
+                b.eadd(off, flags)
+        elif kind == "eadd":
+            for off in offs:
+                a.eadd(off, flags)
+                b.eadd(off, flags)
+        else:
+            for off in offs[:3]:
+                data = bytes([off & 0xFF]) * 4096
+                a.page(off, flags, data, True)
+                b.eadd(off, flags)
+                for chunk in range(0, 4096, 256):
+                    b.eextend(off + chunk, data[chunk : chunk + 256])
+    assert a.update_count == b.update_count
+    assert a.finalize() == b.finalize()
+
+
+def test_eadd_many_rejects_bad_offsets_without_hashing() -> None:
+    import numpy as np
+
+    from sgxsim.errors import InvalidArgument
+    from sgxsim.hw.crypto import Measurement
+
+    m = Measurement.ecreate(1, 1 << 20)
+    before = m.copy().finalize()
+    for bad in ([0, 4097], [-4096], [True]):
+        with pytest.raises(InvalidArgument):
+            m.eadd_many(bad, 0x203)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument):
+        m.eadd_many(np.zeros((2, 2), dtype=np.int64), 0x203)
+    m.eadd_many([], 0x203)
+    assert m.copy().finalize() == before and m.update_count == 1

@@ -1399,16 +1399,9 @@ def _eadd_blocks(offsets: I64Array, flags: int) -> bytes:
 def _measure_eadds(meas: crypto.Measurement, offsets: I64Array, flags: int) -> None:
     """Hash the EADD blocks of many pages: the same state as ``meas.eadd(off, flags)`` per offset.
 
-    The first block goes through the public :meth:`Measurement.eadd` (which also flushes any
-    queued measured pages); the other blocks are built in one numpy buffer and hashed with one
-    update of the measurement's running hash, counting one update block each.
+    Delegates to :meth:`Measurement.eadd_many` (which flushes any queued measured pages first).
     """
-    if not offsets.size:
-        return
-    meas.eadd(int(offsets[0]), flags)
-    if offsets.size > 1:
-        meas._hash.update(_eadd_blocks(offsets[1:], flags))
-        meas._count += int(offsets.size) - 1
+    meas.eadd_many(offsets, flags)
 
 
 def eadd_batch(
@@ -1551,12 +1544,13 @@ def _eadd_commit(
     e.modified[idx] = False
     e.pr[idx] = False
     e.block_epoch[idx] = 0
-    if src is None:
+    refs = None if src is None else m.dram.page_refs(src.tolist())
+    if refs is None or not any(refs):
+        # Every source is a never-written (zero) page: no contents to store.
         _drop_contents(m.epc, idx)
     else:
-        read = m.dram.read
-        for k, s in zip(idx.tolist(), src.tolist(), strict=True):
-            _store_page(m.epc, k, read(s, PAGE_SIZE))
+        for k, ref in zip(idx.tolist(), refs, strict=True):
+            _store_page(m.epc, k, _ZERO_PAGE if ref is None else ref)
     _measure_eadds(state.measurement, lin - state.base, flags)
     state.child_count += int(idx.size)
 

@@ -295,6 +295,12 @@ class Dram:
             addr += n
             view = view[n:]
 
+    def page_refs(self, addrs: list[int]) -> list[bytearray | None]:
+        """The stored page (or None for a never-written, all-zero page) of each page-aligned
+        address, without copying (callers must copy before keeping them)."""
+        get = self._pages.get
+        return [get(a >> PAGE_SHIFT) for a in addrs]
+
     def page_is_zero(self, addr: int) -> bool:
         """True if the page at ``addr`` was never written with non-zero data."""
         page = self._pages.get(addr >> PAGE_SHIFT)

@@ -385,34 +385,31 @@ def _add_pages_batch(
         return 0, 0
     # Which data pages need a VA page right after them (sgx_encl_grow's page_cnt % 512 test).
     cnt = encl.page_cnt
-    need_va = [(cnt + j) % SGX_VA_SLOT_COUNT == 0 for j in range(n)]
-    total = n + sum(need_va)
+    need_va = ((cnt + np.arange(n, dtype=np.int64)) % SGX_VA_SLOT_COUNT) == 0
+    va_js = np.flatnonzero(need_va)
+    total = n + len(va_js)
     got = k.sgx_alloc_epc_pages_bulk(total)
     if got is None:
         return 0, 0
-    epcs = np.empty(n, dtype=np.int64)
-    vas: list[int | None] = []
-    pos = 0
-    for j in range(n):
-        epcs[j] = got[pos]
-        pos += 1
-        if need_va[j]:
-            va = em.sgx_encl_grow_with(encl, int(got[pos]))
-            pos += 1
-            if va is not None and va < 0:
-                raise AssertionError("EPA failed in the batch path")
-        else:
-            va = em.sgx_encl_grow_with(encl, -1)
-        vas.append(va)
+    # Data page j sits at j + (VA pages allocated before it); a VA page right after its page.
+    before = np.cumsum(need_va) - need_va
+    epcs = got[np.arange(n, dtype=np.int64) + before]
+    vas: dict[int, int] = {}
+    for j in va_js.tolist():
+        encl.page_cnt = cnt + j
+        va = em.sgx_encl_grow_with(encl, int(got[j + int(before[j]) + 1]))
+        if va is None or va < 0:
+            raise AssertionError("EPA failed in the batch path")
+        vas[j] = va
+    encl.page_cnt = cnt + n
     k.set_owners(epcs, EpcOwner.ENCL_PAGE, encl.id, np.arange(pfn0, pfn0 + n, dtype=np.int64))
     srcs = np.array(srcs_l, dtype=np.int64)
     mm = proc.mm
     mm.mmap_lock.down_read()
     encl.lock.lock()
     try:
-        for va in vas:
-            if va is not None:
-                va_list_add(encl, va)
+        for va in vas.values():
+            va_list_add(encl, va)
         encl.pages.insert_run(pfn0, n, prot)
         phys = E.phys_many(k, epcs)
         lin = (np.arange(n, dtype=np.int64) + pfn0) << PAGE_SHIFT
@@ -435,7 +432,7 @@ def _add_pages_batch(
         # Never-attempted pages: undo their allocations newest first.
         for j in range(n - 1, done, -1):
             encl.pages.erase(pfn0 + j)
-            va = vas[j]
+            va = vas.get(j)
             if va is not None:
                 encl.va_pages.pop(va, None)
                 E.eremove(k, encl.va_epc[va])
@@ -445,7 +442,7 @@ def _add_pages_batch(
             k.sgx_unalloc_epc_page(int(epcs[j]))
         # The failing page: sgx_encl_add_page's err_out path.
         encl.pages.erase(pfn0 + done)
-        sgx_encl_shrink(encl, vas[done])
+        sgx_encl_shrink(encl, vas.get(done))
     finally:
         encl.lock.unlock()
         mm.mmap_lock.up_read()

@@ -42,7 +42,7 @@ import os
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -261,26 +261,27 @@ class Ept:
         handler, here sgx_vepc_fault). Outcome: the host index; raises :class:`KvmExit`
         ("EFAULT") when the host cannot back the page (KVM_RUN returns -EFAULT).
         """
-        h = int(self.g2h[g])
-        if h >= 0:
-            return h
+        present = int(self.g2h[g])
+        if present >= 0:
+            return present
         h = self.vm.epc_fault_in(g)
         if h is None:
             raise KvmExit("EFAULT", (self.vm.guest_epc_gpa(g),))
         self._install(g, h)
         return h
 
-    def to_host(self, key: object) -> npt.NDArray[np.int64] | np.int64:
-        """Host indices of guest EPC indices ``key`` (int, slice, index array or mask)."""
-        h = self.g2h[key]  # type: ignore[index]
+    def to_host(self, key: Any) -> Any:
+        """Host indices of guest EPC indices ``key`` (int, slice, index array or mask); EPT
+        violations on the way are resolved (:meth:`populate`)."""
+        h = self.g2h[key]
         if isinstance(h, np.ndarray):
             if h.size and int(h.min()) < 0:
-                for g in np.arange(self.npages)[key][h < 0].tolist():  # type: ignore[index]
+                for g in np.arange(self.npages)[key][h < 0].tolist():
                     self.populate(int(g))
-                h = self.g2h[key]  # type: ignore[index]
+                h = self.g2h[key]
             return h
         if h < 0:
-            return np.int64(self.populate(int(key)))  # type: ignore[call-overload]
+            return np.int64(self.populate(int(key)))
         return h
 
     def host_of(self, g: int) -> int | None:
@@ -316,7 +317,9 @@ class Vm:
     host lacks VMX or SGX; ENOMEM: the host EPC cannot back the vEPC at prealloc).
     """
 
-    def __init__(self, host: Kernel, config: VmConfig | None = None, name: str = "qemu", cpu: int = 0) -> None:
+    def __init__(
+        self, host: Kernel, config: VmConfig | None = None, name: str = "qemu", cpu: int = 0
+    ) -> None:
         if not isinstance(host, Kernel):
             raise InvalidArgument(f"host must be a Kernel, got {host!r}")
         self.config = config if config is not None else VmConfig()
@@ -342,7 +345,9 @@ class Vm:
                 self.memslots.append(Memslot(gpa, size, hva, "epc"))
                 gpa += size
             ram = cfg.ram_pages * PAGE_SIZE
-            ram_hva = self.proc.mmap(0, ram, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS, -1, 0)
+            ram_hva = self.proc.mmap(
+                0, ram, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS, -1, 0
+            )
             self.memslots.append(Memslot(0, ram, ram_hva, "ram"))
             self.ept = Ept(self, sum(cfg.epc_pages))
             if cfg.prealloc:
@@ -483,7 +488,10 @@ class Vm:
         (EBUSY: a vCPU is inside a guest enclave).
         """
         first = [self.proc.ioctl(fd, U.SGX_IOC_VEPC_REMOVE_ALL, 0) for fd in self.vepc_fds]
-        return [self.proc.ioctl(fd, U.SGX_IOC_VEPC_REMOVE_ALL, 0) if n else 0 for fd, n in zip(self.vepc_fds, first, strict=True)]
+        return [
+            self.proc.ioctl(fd, U.SGX_IOC_VEPC_REMOVE_ALL, 0) if n else 0
+            for fd, n in zip(self.vepc_fds, first, strict=True)
+        ]
 
     def shutdown(self) -> None:
         """The VMM exits: its vEPC files are released (every page EREMOVE'd and freed) and its
@@ -538,7 +546,9 @@ class Vm:
             return self.handle_encls_ecreate(vcpu, rbx, rcx)
         if leaf == EnclsLeaf.EINIT:
             return self.handle_encls_einit(vcpu, rbx, rcx, rdx)
-        self.host.log.WARN_ONCE("kvm:unexpected_encls", True, "unexpected exit on ENCLS[%u]", leaf, site="handle_encls")
+        self.host.log.WARN_ONCE(
+            "kvm:unexpected_encls", True, "unexpected exit on ENCLS[%u]", leaf, site="handle_encls"
+        )
         raise KvmExit("KVM_EXIT_UNKNOWN", (leaf,))
 
     def _encls_gva(self, gva: int, alignment: int) -> bool:

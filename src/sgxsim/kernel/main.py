@@ -254,10 +254,27 @@ class PageLists:
         out: list[int] = []
         nxt, prv = self.nxt, self.prv
         n = nxt[head]
+        # Fast path: a run of consecutive page indices linked in order (a fresh free list).
+        while n != head and count - len(out) > 64:
+            want = count - len(out)
+            run = np.arange(n, min(n + want, self.npages), dtype=np.int64)
+            links = self._next[run[:-1]] == run[1:]
+            stop = int(np.argmin(links)) if not links.all() else len(run) - 1
+            run = run[: stop + 1]
+            if len(run) < 64:
+                break
+            after = int(self._next[int(run[-1])])
+            self._next[run] = run
+            self._prev[run] = run
+            out += run.tolist()
+            nxt[head] = after
+            prv[after] = head
+            n = after
+        fast = len(out)
         while n != head and len(out) < count:
             out.append(int(n))
             n = nxt[n]
-        for p in out:
+        for p in out[fast:]:
             nxt[p] = p
             prv[p] = p
         nxt[head] = n
@@ -403,7 +420,8 @@ class Kernel:
         self._next_encl_id = 1
         self._next_vepc_id = 1
         self._next_pid = 1
-        self.current_proc: Process | None = None
+        #: The process whose syscall each task is executing, by task name (see current_proc).
+        self._current_procs: dict[str, Process] = {}
         #: DRAM pages the kernel and its processes hold (leak accounting).
         self.dram_pages = 0
         #: tmpfs files by path (/dev/shm/...).
@@ -437,6 +455,25 @@ class Kernel:
         if not 0 <= cpu < len(self.machine.cpus):
             raise ModelInvariantError(f"current task runs on CPU {cpu}, machine has {len(self.machine.cpus)}")
         return cpu
+
+    @property
+    def current_proc(self) -> Process | None:
+        """The process whose syscall or fault the current task is executing (``current->mm``).
+
+        [MODEL fix] Kept per scheduler task: with several tasks in syscalls at once, each sees
+        its own process (one kernel-wide value was clobbered by whichever task entered last).
+        """
+        task = self.sched.current_task()
+        return self._current_procs.get("-" if task is None else task.name)
+
+    @current_proc.setter
+    def current_proc(self, proc: Process | None) -> None:
+        task = self.sched.current_task()
+        key = "-" if task is None else task.name
+        if proc is None:
+            self._current_procs.pop(key, None)
+        else:
+            self._current_procs[key] = proc
 
     def numa_node_id(self) -> int:
         """The NUMA node of the current CPU (its socket)."""

@@ -674,9 +674,13 @@ def get_user_pages_read(k: Kernel, start: int, n: int) -> list[int] | None:
         or start + n * PAGE_SIZE > vma.vm_end
     ):
         return None
-    out: list[int] = []
     ptes = mm.ptes
     vpn0 = start >> PAGE_SHIFT
+    refs = [ptes.get(v) for v in range(vpn0, vpn0 + n)]
+    if all(pte is not None and pte.present for pte in refs):
+        # Already faulted in (a reused source buffer): no fault path to take.
+        return [pte.phys & _PAGE_MASK for pte in refs]  # type: ignore[union-attr]
+    out: list[int] = []
     for i in range(n):
         pte = ptes.get(vpn0 + i)
         if pte is None or not pte.present:
