@@ -147,6 +147,7 @@ def _register_attestation_commands() -> None:
 
 
 _register_attestation_commands()
+__import__("sgxsim.cli_run", fromlist=["register"]).register(main)  # demo, run, compare, inspect
 
 
 if __name__ == "__main__":  # pragma: no cover

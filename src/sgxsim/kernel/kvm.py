@@ -272,7 +272,10 @@ class Ept:
 
     def to_host(self, key: Any) -> Any:
         """Host indices of guest EPC indices ``key`` (int, slice, index array or mask); EPT
-        violations on the way are resolved (:meth:`populate`)."""
+        violations on the way are resolved (:meth:`populate`). A negative scalar index is
+        refused (IndexError) rather than wrapping around as numpy would."""
+        if isinstance(key, int | np.integer) and key < 0:
+            raise IndexError(f"guest EPC index {key} is negative")
         h = self.g2h[key]
         if isinstance(h, np.ndarray):
             if h.size and int(h.min()) < 0:

@@ -209,6 +209,8 @@ class WorkloadSpec:
     threads: int = 1
     on_epc_loss: str = "restart"
     oversubscribe_hint: bool = False
+    #: Under memory pressure right after it is built, ksgxd swaps this enclave's pages out (EWB).
+    swap_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -293,6 +295,10 @@ class _Reader:
         while probe:
             if probe in self.lines:
                 return self.lines[probe]
+            if probe.endswith("]") and "[" in probe and probe.rsplit("[", 1)[0] in self.lines:
+                # An element of an inline array (``allow[0]``): the line of the array's key.
+                probe = probe.rsplit("[", 1)[0]
+                continue
             probe = probe.rsplit(".", 1)[0] if "." in probe else ""
         return None
 
@@ -495,7 +501,10 @@ def _workload(r: _Reader) -> WorkloadSpec:
         seal=r.get("seal", r.bool_(), False),
         threads=r.get("threads", r.int_(1, 64), 1),
         on_epc_loss=r.get("on_epc_loss", r.str_(ON_EPC_LOSS), "restart"),
+        swap_out=r.get("swap_out", r.bool_(), False),
     )
+    if w.sgx2_growth and w.swap_out:
+        r.fail("a swapped-out enclave cannot also grow with EAUG", r.key("swap_out"))
     r.done()
     return w
 
@@ -687,6 +696,7 @@ def json_schema() -> dict[str, Any]:
                         "seal": {"type": "boolean"},
                         "threads": {"type": "integer", "minimum": 1, "maximum": 64},
                         "on_epc_loss": {"enum": list(ON_EPC_LOSS)},
+                        "swap_out": {"type": "boolean"},
                     },
                 },
             },

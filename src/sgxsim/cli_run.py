@@ -1,0 +1,395 @@
+"""``sgxsim demo``, ``run``, ``compare`` and ``inspect``: scenario runs from the command line.
+
+* ``demo`` runs the embedded default scenario (:mod:`sgxsim.sim.demo`);
+* ``run SCENARIO.toml`` runs a user's scenario;
+* ``compare SCENARIO --policies a,b,c`` runs it under each SVN update policy (plus the labelled
+  what-if ``only_if_svn_rises``) and tabulates the comparison metrics;
+* ``inspect SCENARIO --at TIME`` shows EPC sections, EPCM entries, SECS and TCS contents at a
+  simulated time.
+
+``SCENARIO`` may be the word ``demo`` for the embedded scenario. Every command takes ``--json``,
+``--seed``, ``-v``/``-q``; ``demo``/``run``/``compare`` write their output folder (``--out``):
+``report.json``, ``report.md``, ``timeline.png``, ``trace.json``, ``kernel.log`` (and
+``comparison.png`` for ``compare``). Exit codes: 0 ok; 1 scenario error or failed check
+(``--strict``: a kernel WARN fired); 2 usage error. docs/cli.md is the manual.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from sgxsim.errors import InvalidArgument, ScenarioError
+from sgxsim.sim.report import Report, Scalar, write_outputs
+from sgxsim.sim.runner import RUN_POLICIES, WHAT_IF_POLICY, Runner, RunResult, policy_label
+from sgxsim.sim.scenario import POLICIES, Scenario, load_scenario, parse_duration
+from sgxsim.sim.timeline import COMPARISON_METRICS
+
+__all__ = ["compare", "demo", "inspect", "register", "run"]
+
+_DEFAULT_OUT = "sgxsim-out"
+
+
+def _load(spec: str) -> Scenario:
+    """A scenario from a path, or the embedded demo for the word ``demo``."""
+    if spec == "demo" and not Path(spec).exists():
+        from sgxsim.sim.demo import demo_scenario
+
+        return demo_scenario()
+    return load_scenario(spec)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"sgxsim: error: {message}", err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Scenario errors exit 1 with the key path and line; bad option values exit 2."""
+    try:
+        yield
+    except ScenarioError as err:
+        _fail(str(err), 1)
+    except InvalidArgument as err:
+        _fail(str(err), 2)
+
+
+@contextmanager
+def _progress(enabled: bool, label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar on stderr over simulated time (nothing when disabled)."""
+    if not enabled:
+        yield None
+        return
+    console = Console(file=sys.stderr)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[sim]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=1.0, sim="")
+
+        def update(now_ns: int, end_ns: int) -> None:
+            bar.update(task, completed=now_ns / max(end_ns, 1), sim=f"{now_ns / 1e9:.3f} s simulated")
+
+        yield update
+
+
+def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--seed, --json, -v/-q."""
+    fn = click.option("-q", "--quiet", is_flag=True, help="Print only errors (and --json output).")(fn)
+    fn = click.option("-v", "--verbose", count=True, help="More detail: the enclave table, the kernel log.")(
+        fn
+    )
+    fn = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")(fn)
+    fn = click.option(
+        "--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Seed (default: the scenario's)."
+    )(fn)
+    return fn
+
+
+def _outputs(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--strict", is_flag=True, help="Exit 1 if the kernel logged a WARN during the run.")(fn)
+    fn = click.option(
+        "--out",
+        "out_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path(_DEFAULT_OUT),
+        show_default=True,
+        help="Output folder.",
+    )(fn)
+    return fn
+
+
+def _policy_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--policy",
+        type=click.Choice(RUN_POLICIES),
+        default=None,
+        help="SVN update policy (default: the scenario's machine.svn_update_policy).",
+    )(fn)
+
+
+def _execute(scenario: Scenario, seed: int | None, policy: str | None, show_progress: bool) -> RunResult:
+    label = f"{scenario.name} [{policy_label(policy or scenario.machine.svn_update_policy)}]"
+    with _progress(show_progress, label) as cb:
+        return Runner(scenario, seed=seed, policy=policy, progress=cb).run()
+
+
+def _print_run(console: Console, report: Report, verbose: int, quiet: bool, paths: dict[str, Path]) -> None:
+    if quiet:
+        return
+    for line in report.narrative:
+        console.print(line, highlight=False, markup=False)
+    console.print()
+    report.render_rich(console)
+    if verbose:
+        t = Table(title="Enclaves", show_header=True, header_style="bold")
+        for col in ("Enclave", "PID", "State", "EPC pages (peak)", "Restarts", "Last verdict"):
+            t.add_column(col)
+        for e in report.enclaves:
+            t.add_row(
+                e.name, str(e.pid), e.state, str(e.epc_pages_peak), str(e.restarts), e.last_verdict or "n/a"
+            )
+        console.print(t)
+    if verbose > 1:
+        for line in report.kernel_log:
+            console.print(line, highlight=False, markup=False)
+    folder = next(iter(paths.values())).parent if paths else Path(".")
+    console.print(f"Wrote {', '.join(sorted(paths))} to {folder}", highlight=False)
+
+
+def _finish(result: RunResult, out_dir: Path, as_json: bool, verbose: int, quiet: bool, strict: bool) -> None:
+    paths = write_outputs(out_dir, result.report, result.trace, result.timeline)
+    if as_json:
+        click.echo(result.report.to_json(), nl=False)
+    else:
+        _print_run(Console(file=sys.stdout), result.report, verbose, quiet, paths)
+    if strict and result.report.warnings:
+        _fail(f"{result.report.warnings} kernel WARN(s) during the run (see kernel.log)", 1)
+
+
+@click.command()
+@_common
+@_outputs
+@_policy_option
+def demo(
+    seed: int | None,
+    as_json: bool,
+    verbose: int,
+    quiet: bool,
+    out_dir: Path,
+    strict: bool,
+    policy: str | None,
+) -> None:
+    """Run the embedded default scenario: a 2-socket server through a late microcode load.
+
+    Prints a short narrative and a summary table, and writes report.json, report.md,
+    timeline.png, trace.json and kernel.log to --out.
+    """
+    from sgxsim.sim.demo import demo_scenario
+
+    with _errors():
+        result = _execute(demo_scenario(), seed, policy, not (as_json or quiet))
+        _finish(result, out_dir, as_json, verbose, quiet, strict)
+
+
+@click.command()
+@click.argument("scenario", metavar="SCENARIO.toml")
+@_common
+@_outputs
+@_policy_option
+def run(
+    scenario: str,
+    seed: int | None,
+    as_json: bool,
+    verbose: int,
+    quiet: bool,
+    out_dir: Path,
+    strict: bool,
+    policy: str | None,
+) -> None:
+    """Run a scenario file (docs/scenarios.md) and write the same outputs as demo."""
+    with _errors():
+        sc = _load(scenario)
+        result = _execute(sc, seed, policy, not (as_json or quiet))
+        _finish(result, out_dir, as_json, verbose, quiet, strict)
+
+
+def _parse_policies(text: str) -> list[str]:
+    out: list[str] = []
+    for raw in text.split(","):
+        p = raw.strip()
+        if not p:
+            continue
+        if p not in (*POLICIES, "none", WHAT_IF_POLICY):
+            raise click.BadParameter(
+                f"{p!r} is not a policy ({', '.join((*POLICIES, 'none', WHAT_IF_POLICY))})",
+                param_hint="--policies",
+            )
+        if p not in out:
+            out.append(p)
+    if not out:
+        raise click.BadParameter("no policy given", param_hint="--policies")
+    return out
+
+
+@click.command()
+@click.argument("scenario", metavar="SCENARIO")
+@click.option(
+    "--policies",
+    default=",".join(POLICIES),
+    show_default=True,
+    help="Comma-separated SVN update policies to compare.",
+)
+@click.option(
+    "--what-if/--no-what-if",
+    default=True,
+    show_default=True,
+    help=f"Also run the what-if {WHAT_IF_POLICY} (impossible in Linux: the kernel cannot know).",
+)
+@_common
+@_outputs
+def compare(
+    scenario: str,
+    policies: str,
+    what_if: bool,
+    seed: int | None,
+    as_json: bool,
+    verbose: int,
+    quiet: bool,
+    out_dir: Path,
+    strict: bool,
+) -> None:
+    """Run SCENARIO under each policy and tabulate time to attestation, losses, downtime, ...
+
+    The report (and its outputs) is the first policy's run with one comparison row per policy;
+    comparison.png draws the metrics side by side.
+    """
+    pols = _parse_policies(policies)
+    if what_if and WHAT_IF_POLICY not in pols:
+        pols.append(WHAT_IF_POLICY)
+    with _errors():
+        sc = _load(scenario)
+        results = [_execute(sc, seed, p, not (as_json or quiet)) for p in pols]
+        base = results[0]
+        rows: list[dict[str, Scalar]] = []
+        for res in results:
+            row: dict[str, Scalar] = {"policy": policy_label(res.policy)}
+            for key, _, _ in COMPARISON_METRICS:
+                row[key] = res.metrics.get(key)
+            row["verdicts_accepted"] = res.metrics.get("verdicts_accepted")
+            row["verdicts_refused"] = res.metrics.get("verdicts_refused")
+            rows.append(row)
+        base.report.comparison = rows
+        paths = write_outputs(out_dir, base.report, base.trace, base.timeline)
+        if as_json:
+            click.echo(base.report.to_json(), nl=False)
+        elif not quiet:
+            console = Console(file=sys.stdout)
+            base.report.render_rich(console)
+            console.print(f"Wrote {', '.join(sorted(paths))} to {out_dir}", highlight=False)
+        if strict and any(r.report.warnings for r in results):
+            _fail("kernel WARN(s) during a run (see kernel.log)", 1)
+
+
+@click.command()
+@click.argument("scenario", metavar="SCENARIO")
+@click.option("--at", "at", required=True, help='Scenario time to stop at, e.g. "9s" or "8500ms".')
+@click.option("--enclave", default=None, help="Only this enclave: kernel enclave id or workload name.")
+@click.option(
+    "--state",
+    type=click.Choice(
+        ("valid", "free", "pending", "blocked", "modified", "pr", "secs", "tcs", "reg", "va", "trim")
+    ),
+    default=None,
+    help="Only EPCM entries in this state (or of this page type).",
+)
+@click.option("--page", type=click.IntRange(0), default=None, help="Only this EPC page (global index).")
+@click.option("--limit", type=click.IntRange(0), default=64, show_default=True, help="EPCM entries shown.")
+@_policy_option
+@_common
+def inspect(
+    scenario: str,
+    at: str,
+    enclave: str | None,
+    state: str | None,
+    page: int | None,
+    limit: int,
+    policy: str | None,
+    seed: int | None,
+    as_json: bool,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Show EPC sections, EPCM entries, SECS and TCS contents at simulated time --at."""
+    import json
+
+    from sgxsim.sim.inspect import inspect_machine
+
+    try:
+        at_ns = parse_duration(at, "--at")
+    except ScenarioError as err:
+        raise click.BadParameter(str(err), param_hint="--at") from None
+    with _errors():
+        sc = _load(scenario)
+        data = inspect_machine(
+            sc, at_ns, seed=seed, policy=policy, enclave=enclave, state=state, page=page, limit=limit
+        )
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    if quiet:
+        return
+    _print_inspect(Console(file=sys.stdout), data, verbose)
+
+
+def _print_inspect(console: Console, data: dict[str, Any], verbose: int) -> None:
+    console.print(
+        f"[bold]{data['scenario']}[/bold] at {data['at_ns'] / 1e9:.6f} s (policy {data['policy']}, "
+        f"seed {data['seed']}), CPUSVN {data['cpusvn']}",
+        highlight=False,
+    )
+    t = Table(title="EPC sections", title_justify="left")
+    for col in ("section", "base", "size", "node", "pages", "valid"):
+        t.add_column(col, justify="right")
+    for s in data["epc_sections"]:
+        t.add_row(
+            str(s["index"]),
+            f"{s['base']:#x}",
+            str(s["size"]),
+            str(s["node"]),
+            str(s["pages"]),
+            str(s["valid"]),
+        )
+    console.print(t)
+    e = data["epcm"]
+    t = Table(title=f"EPCM entries ({e['shown']} of {e['matched']})", title_justify="left")
+    for col in ("page", "type", "rwx", "P", "M", "B", "PR", "SECS", "linaddr", "enclave"):
+        t.add_column(col)
+    for x in e["entries"]:
+        t.add_row(
+            str(x["page"]),
+            x["type"] or "free",
+            x["rwx"],
+            "P" if x["pending"] else "",
+            "M" if x["modified"] else "",
+            "B" if x["blocked"] else "",
+            "PR" if x["pr"] else "",
+            "" if x["secs_page"] is None else str(x["secs_page"]),
+            "" if x["linaddr"] is None else f"{x['linaddr']:#x}",
+            "" if x["enclave"] is None else f"{x['enclave']} {x['workload'] or ''}".strip(),
+        )
+    console.print(t)
+    for enc in data["enclaves"]:
+        s = enc["secs"]
+        console.print(
+            f"[bold]enclave {enc['id']}[/bold] {enc['workload'] or ''}: {enc['epc_pages']} EPC pages, "
+            f"SECS page {s['page']}, base {s['base']:#x}, size {s['size']:#x}, "
+            f"MRENCLAVE {s.get('mrenclave', '?')}",
+            highlight=False,
+        )
+        if verbose:
+            for tcs in enc["tcs"]:
+                console.print(
+                    f"  TCS page {tcs['page']} at {tcs['linaddr']:#x}: OSSA {tcs['ossa']:#x} "
+                    f"CSSA {tcs['cssa']} NSSA {tcs['nssa']} OENTRY {tcs['oentry']:#x}",
+                    highlight=False,
+                )
+
+
+def register(group: click.Group) -> None:
+    """Add demo, run, compare and inspect to the ``sgxsim`` group."""
+    for cmd in (demo, run, compare, inspect):
+        group.add_command(cmd)

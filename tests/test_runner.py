@@ -1,0 +1,253 @@
+"""The scenario runner: workloads, events, policies, metrics, determinism, and inspect."""
+
+from __future__ import annotations
+
+import itertools
+
+import jsonschema
+import pytest
+
+from sgxsim.errors import InvalidArgument, ScenarioError
+from sgxsim.sim.inspect import inspect_runner, inspect_schema
+from sgxsim.sim.report import report_schema
+from sgxsim.sim.runner import WHAT_IF_LABEL, WHAT_IF_POLICY, Runner
+from sgxsim.sim.scenario import parse_scenario
+from sgxsim.sim.timeline import COMPARISON_METRICS
+
+BASE = """\
+[scenario]
+name = "t"
+seed = 11
+duration = "{duration}"
+
+[machine]
+sockets = 1
+cpus_per_socket = 2
+svn_update_policy = "{policy}"
+vepc = "{vepc}"
+
+[[machine.epc_sections]]
+size = "32MiB"
+
+[[machine.microcode.patches]]
+name = "up"
+revision = 0xd0003d1
+late_microcode_svn = 3
+
+[[machine.microcode.patches]]
+name = "same"
+revision = 0xd0003c0
+late_microcode_svn = 2
+"""
+
+APP = """
+[[workload]]
+name = "{name}"
+heap = "256KiB"
+attest_every = "{every}"
+on_epc_loss = "{loss}"
+{extra}
+"""
+
+
+def scenario(
+    events: str = "",
+    *,
+    policy: str = "rfc-v2-teardown",
+    duration: str = "3s",
+    vepc: str = "skip",
+    workloads: str | None = None,
+) -> str:
+    w = (
+        workloads
+        if workloads is not None
+        else APP.format(name="app", every="500ms", loss="restart", extra="")
+    )
+    return BASE.format(duration=duration, policy=policy, vepc=vepc) + w + events
+
+
+RECOVER_AND_LOAD = """
+[[event]]
+at = "800ms"
+kind = "tcb_recovery"
+new_late_microcode_svn = 3
+
+[[event]]
+at = "1s"
+kind = "microcode_load"
+patch = "up"
+"""
+
+
+def run(text: str, **kw: object):  # type: ignore[no-untyped-def]
+    r = Runner(parse_scenario(text), **kw)  # type: ignore[arg-type]
+    return r, r.run()
+
+
+@pytest.fixture(scope="module")
+def rfc_run():  # type: ignore[no-untyped-def]
+    return run(scenario(RECOVER_AND_LOAD))
+
+
+def test_rfc_v2_late_load_updates_cpusvn_and_restarts(rfc_run) -> None:  # type: ignore[no-untyped-def]
+    r, res = rfc_run
+    m = res.metrics
+    assert r.machine.cr_cpusvn is not None and r.machine.cr_cpusvn[1] == 3
+    assert [s.new[2:4] for s in res.timeline.cpusvn_steps] == ["03"]
+    assert m["faults"] == 1 and m["restarts"] == 1
+    assert m["epc_pages_zapped"] > 0 and m["enclaves_destroyed"] >= 1
+    assert isinstance(m["time_to_attested_ns"], int) and 0 < m["time_to_attested_ns"] < 2_000_000_000
+    statuses = [v.status for v in res.timeline.verdicts]
+    # Boot level is SWHardeningNeeded, OutOfDate after the recovery, UpToDate after the update.
+    assert statuses[0] == "SWHardeningNeeded" and "OutOfDate" in statuses and statuses[-1] == "UpToDate"
+    assert all(v.accepted == (v.status != "OutOfDate") for v in res.timeline.verdicts)
+    assert {k for k, _, _ in COMPARISON_METRICS} <= set(m)
+    assert any(w.outcome == "updated" for w in res.timeline.update_windows)
+
+
+def test_report_validates_and_is_deterministic(rfc_run) -> None:  # type: ignore[no-untyped-def]
+    _, res = rfc_run
+    jsonschema.validate(res.report.to_dict(), report_schema())
+    _, again = run(scenario(RECOVER_AND_LOAD))
+    assert again.report.to_json() == res.report.to_json()
+    assert again.trace.to_bytes() == res.trace.to_bytes()
+
+
+def test_other_seed_changes_timing_only(rfc_run) -> None:  # type: ignore[no-untyped-def]
+    _, res = rfc_run
+    _, other = run(scenario(RECOVER_AND_LOAD), seed=99)
+    assert other.report.seed == 99
+    assert [v.t_ns for v in other.timeline.verdicts] != [v.t_ns for v in res.timeline.verdicts]
+    assert other.metrics["faults"] == res.metrics["faults"]
+
+
+def test_linux_619_never_updates_while_enclaves_run() -> None:
+    _, res = run(scenario(RECOVER_AND_LOAD, policy="linux-6.19-on-open"))
+    assert res.metrics["time_to_attested_ns"] is None
+    assert res.metrics["faults"] == 0 and res.metrics["epc_pages_zapped"] == 0
+    assert not res.timeline.cpusvn_steps
+    assert res.timeline.verdicts[-1].status == "OutOfDate" and not res.timeline.verdicts[-1].accepted
+
+
+def test_linux_619_operator_flow_updates_on_open() -> None:
+    flow = (
+        RECOVER_AND_LOAD
+        + """
+[[event]]
+at = "900ms"
+kind = "drain"
+
+[[event]]
+at = "1100ms"
+kind = "restart"
+"""
+    )
+    _, res = run(scenario(flow, policy="linux-6.19-on-open"))
+    assert [u["trigger"] for u in res.updates if u["result"] == "SUCCESS"] == ["open"]
+    assert res.metrics["enclaves_stopped_by_operator"] == 1 and res.metrics["faults"] == 0
+    assert res.metrics["time_to_attested_ns"] is not None
+
+
+def test_explicit_trigger_and_entropy_retries() -> None:
+    ev = (
+        RECOVER_AND_LOAD
+        + """
+[[event]]
+at = "1500ms"
+kind = "entropy_starve"
+count = 2
+
+[[event]]
+at = "2s"
+kind = "svn_update_trigger"
+"""
+    )
+    _, res = run(scenario(ev, policy="explicit-trigger"))
+    trig = [u for u in res.updates if u["trigger"] == "trigger"]
+    assert len(trig) == 1 and trig[0]["result"] == "SUCCESS" and trig[0]["tries"] == 3
+    assert res.timeline.cpusvn_steps and res.timeline.cpusvn_steps[0].t_ns > 2_000_000_000
+
+
+def test_what_if_skips_teardown_for_patch_that_does_not_raise_svn() -> None:
+    ev = """
+[[event]]
+at = "1s"
+kind = "microcode_load"
+patch = "same"
+"""
+    _, rfc = run(scenario(ev))
+    _r, what = run(scenario(ev), policy=WHAT_IF_POLICY)
+    assert rfc.metrics["faults"] == 1 and rfc.metrics["epc_pages_zapped"] > 0
+    assert what.metrics["faults"] == 0 and what.metrics["epc_pages_zapped"] == 0
+    assert what.report.policy == WHAT_IF_LABEL and "impossible in Linux" in WHAT_IF_LABEL
+
+
+def test_on_epc_loss_exit_swap_out_growth_and_vm() -> None:
+    workloads = (
+        APP.format(name="quitter", every="400ms", loss="exit", extra="")
+        + APP.format(name="cold", every="never", loss="restart", extra="swap_out = true")
+        + APP.format(name="grower", every="never", loss="restart", extra='sgx2_growth = "256KiB"')
+        + '\n[[vm]]\nname = "g"\nepc = "1MiB"\n'
+    )
+    ev = '\n[[event]]\nat = "1s"\nkind = "microcode_load"\npatch = "up"\n'
+    r, res = run(scenario(ev, workloads=workloads, vepc="skip"))
+    rows = {e.name: e for e in res.report.enclaves}
+    assert rows["quitter"].state == "exited" and rows["quitter"].downtime_ns > 1_900_000_000
+    # Swapped out when built, and again when it was rebuilt after the update.
+    assert r.kernel.stats.get("pages_reclaimed", 0) >= 2 * 64
+    assert "\n".join(res.report.narrative).count("swaps cold out") == 2
+    assert rows["grower"].epc_pages_peak >= 64 + 70
+    assert rows["cold"].epc_pages_peak < rows["grower"].epc_pages_peak
+    assert rows["VM g (vEPC)"].epc_pages_peak == 256 and rows["VM g (vEPC)"].state == "running"
+    assert r.machine.stats["EAUG"] == 2 * 64  # grown once, and again after the restart
+
+
+def test_kexec_keeps_cpusvn_and_restarts_services() -> None:
+    ev = RECOVER_AND_LOAD + '\n[[event]]\nat = "2s"\nkind = "kexec"\n'
+    r, res = run(scenario(ev))
+    assert r.generation == 1
+    assert r.machine.cr_cpusvn is not None and r.machine.cr_cpusvn[1] == 3
+    assert [u["trigger"] for u in res.updates].count("init") == 2
+    assert res.report.enclaves[0].state == "running"
+    assert res.timeline.verdicts[-1].status == "UpToDate"
+
+
+def test_bad_arguments() -> None:
+    s = parse_scenario(scenario())
+    with pytest.raises(InvalidArgument, match="policy"):
+        Runner(s, policy="yolo")
+    with pytest.raises(InvalidArgument, match="seed"):
+        Runner(s, seed=-1)
+    text = scenario(workloads=APP.format(name="g", every="never", loss="exit", extra='sgx2_growth = "8KiB"'))
+    with pytest.raises(ScenarioError, match=r"workload\[0\]\.sgx2_growth"):
+        Runner(parse_scenario(text.replace("cpus_per_socket = 2", "cpus_per_socket = 2\nsgx2 = false")))
+
+
+def test_progress_callback_is_monotonic() -> None:
+    seen: list[tuple[int, int]] = []
+    Runner(parse_scenario(scenario(duration="1s")), progress=lambda a, b: seen.append((a, b))).run()
+    assert seen and seen[-1][0] == seen[-1][1]
+    assert all(a <= b for (a, _), (b, _) in itertools.pairwise(seen))
+
+
+def test_inspect_filters_and_schema() -> None:
+    r = Runner(parse_scenario(scenario(RECOVER_AND_LOAD)))
+    r.run(until_ns=500_000_000)
+    data = inspect_runner(r, enclave="app", limit=1000)
+    jsonschema.validate(data, inspect_schema())
+    assert data["at_ns"] == 500_000_000
+    (encl,) = data["enclaves"]
+    assert encl["workload"] == "app" and len(encl["tcs"]) == 1 and encl["secs"]["initialized"]
+    assert data["epcm"]["matched"] == encl["epc_pages"] == data["epcm"]["shown"]
+    assert {e["type"] for e in data["epcm"]["entries"]} >= {"PT_SECS", "PT_TCS", "PT_REG"}
+    tcs = inspect_runner(r, state="tcs", limit=1000)
+    assert tcs["epcm"]["matched"] == 1 + 2  # the app's TCS, the PCE's and the QE's
+    free = inspect_runner(r, state="free", limit=3)
+    assert free["epcm"]["shown"] == 3 and not any(e["valid"] for e in free["epcm"]["entries"])
+    page = encl["secs"]["page"]
+    one = inspect_runner(r, page=page)
+    assert [e["type"] for e in one["epcm"]["entries"]] == ["PT_SECS"]
+    with pytest.raises(InvalidArgument, match="no enclave"):
+        inspect_runner(r, enclave="nope")
+    with pytest.raises(InvalidArgument, match="state"):
+        inspect_runner(r, state="weird")
