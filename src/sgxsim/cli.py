@@ -139,15 +139,19 @@ def info(
         _print_info(Console(file=sys.stdout), data)
 
 
-def _register_attestation_commands() -> None:
+def _register_commands() -> None:
+    """Attach the commands that live in their own modules (imported lazily: they import the sim
+    layer, which ``sgxsim info`` does not need at import time)."""
+    from sgxsim import cli_explore, cli_run
     from sgxsim.cli_attest import quote, verify
 
     main.add_command(quote)
     main.add_command(verify)
+    cli_run.register(main)  # demo, run, compare, inspect
+    main.add_command(cli_explore.explore_cmd)
 
 
-_register_attestation_commands()
-__import__("sgxsim.cli_run", fromlist=["register"]).register(main)  # demo, run, compare, inspect
+_register_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover

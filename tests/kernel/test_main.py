@@ -4,8 +4,12 @@ ETRACK, EWB, ELDU with the SECS first), IPIs, enclave teardown order, validation
 from __future__ import annotations
 
 import errno
+import random
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kernel_helpers import DATA1, OP_CHECK, OP_FILL, Op, World, build_enclave, make_world, small_machine
 
 from sgxsim.hw.arch import PAGE_SIZE, EnclsLeaf, PageType
@@ -435,3 +439,30 @@ def test_reserved_masks_from_cpuid(world: World) -> None:
     assert not k.sgx_attributes_reserved_mask & cfg.attributes_supported
     assert k.sgx_attributes_reserved_mask & (1 << 3)
     assert world.machine.dram is not None and DATA1 == 0x4000
+
+
+@given(
+    st.lists(st.integers(0, 2), min_size=1, max_size=40),
+    st.randoms(use_true_random=False),
+)
+@settings(max_examples=150, deadline=None)
+def test_del_many_equals_del_init_one_by_one(heads: list[int], rnd: random.Random) -> None:
+    """Removing any subset of nodes (from several lists, in any order, some detached) leaves the
+    lists exactly as ``list_del_init`` node by node would."""
+    n = len(heads)
+    a, b = PageLists(n, 3), PageLists(n, 3)
+    order = list(range(n))
+    rnd.shuffle(order)
+    for node in order:
+        if heads[node] < 3:
+            for pl in (a, b):
+                pl.add_tail(node, pl.head(heads[node]))
+    detached = [x for x in range(n) if rnd.random() < 0.2]
+    for x in detached:
+        a.del_init(x)
+        b.del_init(x)
+    victims = [x for x in range(n) if rnd.random() < 0.6]
+    a.del_many(np.array(victims, dtype=np.int64))
+    for x in victims:
+        b.del_init(x)
+    assert a._next.tolist() == b._next.tolist() and a._prev.tolist() == b._prev.tolist()

@@ -275,6 +275,27 @@ class EnclPages:
             c._epc[lo:hi] = epcs[off : off + hi - lo]
             c._type[lo:hi] = typ
 
+    def forget_epc_many(self, pfns: npt.NDArray[np.int64], pages: npt.NDArray[np.int64]) -> int:
+        """Set ``epc = -1`` for each present entry ``pfns[i]`` whose EPC page is ``pages[i]``
+        (vectorized per chunk). Returns how many entries changed."""
+        if len(pfns) == 0:
+            return 0
+        order = np.argsort(pfns, kind="stable")
+        pfns = pfns[order]
+        pages = pages[order]
+        keys = pfns >> _CHUNK_SHIFT
+        bounds = np.flatnonzero(np.diff(keys)) + 1
+        changed = 0
+        for lo, hi in zip(np.r_[0, bounds].tolist(), np.r_[bounds, len(keys)].tolist(), strict=True):
+            c = self.chunks.get(int(keys[lo]))
+            if c is None:
+                continue
+            idx = pfns[lo:hi] & _CMASK
+            hit = c._present[idx] & (c._epc[idx] == pages[lo:hi])
+            c._epc[idx[hit]] = -1
+            changed += int(np.count_nonzero(hit))
+        return changed
+
 
 # ---------------------------------------------------------------------------------------
 # The enclave
@@ -1157,22 +1178,18 @@ def sgx_encl_release(encl: SgxEncl) -> None:
 def _sgx_encl_release(encl: SgxEncl) -> None:
     k = encl.k
     pages = encl.pages
-    batch = k.batch_ok()
-    pending: list[int] = []
-    for pfn in pages.pfns():
-        page = pages.epc(pfn)
-        if page >= 0:
-            if k.sgx_unmark_page_reclaimable(page):
-                continue
-            if batch:
-                pending.append(page)
-            else:
+    if k.batch_ok():
+        _release_resident_batch(k, encl)
+    else:
+        for pfn in pages.pfns():
+            page = pages.epc(pfn)
+            if page >= 0:
+                if k.sgx_unmark_page_reclaimable(page):
+                    continue
                 k.sgx_encl_free_epc_page(page)
-            encl.secs_child_cnt -= 1
-            pages.set_epc(pfn, -1)
-        cond_resched(k.sched)
-    if pending:
-        _free_epc_pages_batch(k, pending)
+                encl.secs_child_cnt -= 1
+                pages.set_epc(pfn, -1)
+            cond_resched(k.sched)
     pages.clear()
     if encl.secs_child_cnt == 0 and encl.secs_epc >= 0:
         k.sgx_encl_free_epc_page(encl.secs_epc)
@@ -1193,9 +1210,32 @@ def _sgx_encl_release(encl: SgxEncl) -> None:
     k.enclaves.pop(encl.id, None)
 
 
-def _free_epc_pages_batch(k: Kernel, pages: list[int]) -> None:
+def _release_resident_batch(k: Kernel, encl: SgxEncl) -> None:
+    """The resident-page loop of sgx_encl_release for the single-task case, vectorized per
+    page-array chunk: the same pages leave the active list, are EREMOVEd and freed in the same
+    order, and count out of ``secs_child_cnt`` (no page can be isolated by a reclaimer here)."""
+    from sgxsim.kernel.main import SGX_EPC_PAGE_RECLAIMER_TRACKED
+
+    found: list[npt.NDArray[np.int64]] = []
+    for key in sorted(encl.pages.chunks):
+        c = encl.pages.chunks[key]
+        sel = c._present & (c._epc >= 0)
+        if sel.any():
+            found.append(c._epc[sel].astype(np.int64))
+            c._epc[sel] = -1
+    if not found:
+        return
+    arr = np.concatenate(found)
+    tracked = arr[(k.epc_flags[arr] & SGX_EPC_PAGE_RECLAIMER_TRACKED) != 0]
+    k.lists.del_many(tracked)
+    k.epc_flags[tracked] &= ~np.uint8(SGX_EPC_PAGE_RECLAIMER_TRACKED)
+    encl.secs_child_cnt -= len(arr)
+    _free_epc_pages_batch(k, arr)
+
+
+def _free_epc_pages_batch(k: Kernel, pages: npt.NDArray[np.int64]) -> None:
     """``sgx_encl_free_epc_page`` for many pages with one hardware EREMOVE batch (same results)."""
-    arr = np.array(pages, dtype=np.int64)
+    arr = np.asarray(pages, dtype=np.int64)
     results = E.eremove_many(k, arr)
     ok = arr[results == 0]
     k._free_pages_bulk(ok)

@@ -224,30 +224,47 @@ class PageLists:
         self._prev[head] = nodes[-1]
 
     def del_many(self, nodes: npt.NDArray[np.int64]) -> None:
-        """``list_del_init`` of every node in ``nodes`` (attached to any lists).
-
-        Vectorized when the nodes are whole runs of their lists (e.g. every page of a list);
-        otherwise node by node.
-        """
+        """``list_del_init`` of every node in ``nodes`` (distinct; attached to any lists or
+        detached), vectorized: each surviving neighbour of a removed run is linked to the first
+        survivor beyond it, found by pointer doubling over the removed nodes (O(n log run))."""
         nodes = np.asarray(nodes, dtype=np.int64)
         if len(nodes) == 0:
             return
-        dead = np.zeros(len(self._next), dtype=np.bool_)
-        dead[nodes] = True
-        nxt = self._next[nodes]
-        prv = self._prev[nodes]
-        # Boundary links: a dying node whose neighbour survives.
-        out_next = nxt[~dead[nxt]]
-        out_prev = prv[~dead[prv]]
-        if len(out_next) == 1 and len(out_prev) == 1:
-            # One contiguous run: splice it out at once.
-            self._next[int(out_prev[0])] = int(out_next[0])
-            self._prev[int(out_next[0])] = int(out_prev[0])
-            self._next[nodes] = nodes
-            self._prev[nodes] = nodes
-            return
-        for node in nodes.tolist():
-            self.del_init(int(node))
+        att = nodes[self._next[nodes] != nodes]
+        if len(att):
+            size = len(self._next)
+            dead = np.zeros(size, dtype=np.bool_)
+            dead[att] = True
+            prv0 = self._prev[att]
+            nxt0 = self._next[att]
+            starts = np.flatnonzero(~dead[prv0])
+            ends = np.flatnonzero(~dead[nxt0])
+            if len(starts) == 1:
+                # One removed run (e.g. all of an enclave's pages): link its two neighbours.
+                p0, n0 = int(prv0[starts[0]]), int(nxt0[ends[0]])
+                self._next[p0] = n0
+                self._prev[n0] = p0
+                self._next[nodes] = nodes
+                self._prev[nodes] = nodes
+                return
+            fwd = nxt0.astype(np.int64)
+            bwd = prv0.astype(np.int64)
+            pos = np.full(size, -1, dtype=self._next.dtype)
+            pos[att] = np.arange(len(att), dtype=self._next.dtype)
+            for jump in (fwd, bwd):
+                while True:
+                    m = dead[jump]
+                    if not m.any():
+                        break
+                    jump[m] = jump[pos[jump[m]]]
+            prv = self._prev[att]
+            live_p = ~dead[prv]
+            self._next[prv[live_p]] = fwd[live_p]
+            nxt = self._next[att]
+            live_n = ~dead[nxt]
+            self._prev[nxt[live_n]] = bwd[live_n]
+        self._next[nodes] = nodes
+        self._prev[nodes] = nodes
 
     def pop_front_many(self, head: int, count: int) -> list[int]:
         """Detach up to ``count`` entries from the front of ``head`` (for batch allocation)."""

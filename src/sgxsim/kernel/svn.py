@@ -462,23 +462,63 @@ class SgxSvn:
             cond_resched(k.sched)
         return 0
 
-    def _batch_candidates(self) -> npt.NDArray[np.int64]:
+    #: Pages per hardware EREMOVE batch of the batch zap (bounds its temporary arrays).
+    ZAP_BATCH_PAGES = 1 << 22
+
+    def _batch_candidates(self, lo: int, hi: int) -> npt.NDArray[np.int64]:
+        """Used pages in [lo, hi) the zap must EREMOVE (guest pages only under vepc = "zap")."""
         from sgxsim.kernel.main import SGX_EPC_PAGE_GUEST, SGX_EPC_PAGE_IS_FREE, EpcOwner
 
         k = self.k
-        used = (k.epc_owner_kind != EpcOwner.NONE) & ((k.epc_flags & SGX_EPC_PAGE_IS_FREE) == 0)
+        flags = k.epc_flags[lo:hi]
+        used = (k.epc_owner_kind[lo:hi] != EpcOwner.NONE) & ((flags & SGX_EPC_PAGE_IS_FREE) == 0)
         if self.config.vepc == "skip":
-            used &= (k.epc_flags & SGX_EPC_PAGE_GUEST) == 0
-        pages = np.flatnonzero(used).astype(np.int64)
-        # Section order (sections are contiguous ranges of global indices, in order already).
-        return pages
+            used &= (flags & SGX_EPC_PAGE_GUEST) == 0
+        return np.flatnonzero(used).astype(np.int64) + lo
 
     def _zap_batch(self, rec: SvnUpdate | None) -> int | None:
         """The whole zap with hardware EREMOVE batches, when nothing can interleave (the
         NullScheduler) and no CPU is in enclave mode: identical outcome to the page walk
-        (every EREMOVE then returns 0 or, for a SECS with children, SGX_CHILD_PRESENT).
+        (every EREMOVE then returns 0 or, for a SECS with children, SGX_CHILD_PRESENT; any other
+        result takes the page-by-page path). Sections are walked in order, in batches of
+        :attr:`ZAP_BATCH_PAGES`; deferred SECS pages form one second-pass batch.
         Returns None when it does not apply (the caller walks page by page).
         """
+        k = self.k
+        if not k.batch_ok() or any(lp.in_enclave for lp in k.machine.cpus):
+            return None
+        deferred: list[npt.NDArray[np.int64]] = []
+        killed: set[int] = set()
+        for s in k.sgx_epc_sections:
+            end = s.first_page + s.npages
+            for lo in range(s.first_page, end, self.ZAP_BATCH_PAGES):
+                pages = self._batch_candidates(lo, min(end, lo + self.ZAP_BATCH_PAGES))
+                if len(pages) == 0:
+                    continue
+                results = E.eremove_many(k, pages)
+                child = results == SgxStatus.SGX_CHILD_PRESENT
+                ok = results == 0
+                self._batch_removed(pages[ok], killed, rec)
+                deferred.append(pages[child])
+                for p in pages[~ok & ~child].tolist():
+                    ret = self._zap_one(int(p), None, rec)
+                    if ret:
+                        return ret
+                del pages, results
+        secs = np.concatenate(deferred) if deferred else np.zeros(0, dtype=np.int64)
+        if len(secs):
+            results2 = E.eremove_many(k, secs)
+            self._batch_removed(secs[results2 == 0], killed, rec)
+            if (results2 != 0).any():
+                p = int(secs[np.flatnonzero(results2 != 0)[0]])
+                k.log.pr_err("EREMOVE of SECS page %d failed in the second pass", p)
+                return -EBUSY
+        return 0
+
+    def _batch_removed(self, removed: npt.NDArray[np.int64], killed: set[int], rec: SvnUpdate | None) -> None:
+        """Bookkeeping for pages the batch zap EREMOVEd: counts; fixed default: kill their
+        enclaves, detach the pages from them, take them off the active list and free them."""
+        from sgxsim.kernel import encl as em
         from sgxsim.kernel.main import (
             SGX_EPC_PAGE_GUEST,
             SGX_EPC_PAGE_LEAKED,
@@ -487,69 +527,45 @@ class SgxSvn:
         )
 
         k = self.k
-        if not k.batch_ok() or any(lp.in_enclave for lp in k.machine.cpus):
-            return None
-        pages = self._batch_candidates()
-        if len(pages) == 0:
-            return 0
-        # Every owner must be a live enclave, a leak, or a vEPC (no release in progress).
-        kinds = k.epc_owner_kind[pages]
-        results = E.eremove_many(k, pages)
-        child = results == SgxStatus.SGX_CHILD_PRESENT
-        bad = (results != 0) & ~child
-        if bad.any():
-            # Unexpected (e.g. a fault): finish those pages one by one as the walk would.
-            for p in pages[bad].tolist():
-                ret = self._zap_one(int(p), None, rec)
-                if ret:
-                    return ret
-        secs = pages[child]
-        if len(secs):
-            results2 = E.eremove_many(k, secs)
-            if (results2 != 0).any():
-                p = int(secs[np.flatnonzero(results2 != 0)[0]])
-                k.log.pr_err("EREMOVE of SECS page %d failed in the second pass", p)
-                return -EBUSY
-        removed = pages[~bad]
+        if len(removed) == 0:
+            return
         guest = (k.epc_flags[removed] & SGX_EPC_PAGE_GUEST) != 0
         host = removed[~guest]
+        nguest = int(np.count_nonzero(guest))
         if rec is not None:
             rec.pages_zapped += len(host)
-            rec.vepc_pages_zapped += int(np.count_nonzero(guest))
+            rec.vepc_pages_zapped += nguest
         k.count("epc_pages_zapped", len(host))
-        if np.count_nonzero(guest):
-            k.count("vepc_pages_zapped", int(np.count_nonzero(guest)))
-        if self.as_posted:
-            return 0
-        # Fixed: every enclave that owned a removed page is dead; detach and free in bulk.
-        leaked = host[(k.epc_flags[host] & SGX_EPC_PAGE_LEAKED) != 0]
-        k.epc_flags[leaked] &= ~np.uint8(SGX_EPC_PAGE_LEAKED)
-        owners = np.unique(k.epc_owner_id[host[kinds[~bad][~guest] != EpcOwner.NONE]])
-        for eid in owners.tolist():
+        if nguest:
+            k.count("vepc_pages_zapped", nguest)
+        if self.as_posted or len(host) == 0:
+            return
+        k.epc_flags[host] &= ~np.uint8(SGX_EPC_PAGE_LEAKED)
+        kinds = k.epc_owner_kind[host]
+        ids = k.epc_owner_id[host]
+        for eid in np.unique(ids[kinds != EpcOwner.NONE]).tolist():
             encl = k.enclaves.get(int(eid))
-            if encl is not None:
+            if encl is None:
+                continue  # a leak of a released enclave: just free it
+            mine = ids == eid
+            if eid not in killed:
+                killed.add(int(eid))
                 self._mark_dead(encl, rec)
-                self._detach_all(encl)
+                if encl.size:
+                    em.sgx_zap_enclave_range(encl, encl.base, encl.size)
+            regular = mine & (kinds == EpcOwner.ENCL_PAGE)
+            encl.secs_child_cnt -= encl.pages.forget_epc_many(k.epc_owner_index[host[regular]], host[regular])
+            for page in host[mine & (kinds == EpcOwner.VA_PAGE)].tolist():
+                va = int(k.epc_owner_index[page])
+                if va < len(encl.va_epc) and encl.va_epc[va] == page:
+                    encl.va_pages.pop(va, None)
+                    em._va_release_id(encl, va)
+            if encl.secs_epc >= 0 and np.any(host[mine & (kinds == EpcOwner.SECS)] == encl.secs_epc):
+                encl.secs_epc = -1
         tracked = host[(k.epc_flags[host] & SGX_EPC_PAGE_RECLAIMER_TRACKED) != 0]
         k.lists.del_many(tracked)
         k.epc_flags[tracked] &= ~np.uint8(SGX_EPC_PAGE_RECLAIMER_TRACKED)
         k._free_pages_bulk(host)
-        return 0
-
-    def _detach_all(self, encl: SgxEncl) -> None:
-        """[MODEL fix] Bulk form of :meth:`_detach_zapped` for an enclave all of whose resident
-        pages were removed: forget every EPC page, drop its PTEs, release its VA pages."""
-        from sgxsim.kernel import encl as em
-
-        for c in encl.pages.chunks.values():
-            c._epc[:] = -1
-        encl.secs_child_cnt = 0
-        encl.secs_epc = -1
-        for va in list(encl.va_pages):
-            em._va_release_id(encl, va)
-        encl.va_pages.clear()
-        if encl.size:
-            em.sgx_zap_enclave_range(encl, encl.base, encl.size)
 
     def sgx_zap_pages(self, rec: SvnUpdate | None = None) -> int:
         """EREMOVE every used EPC page: a walk over all sections, then the deferred SECS pages,

@@ -1,0 +1,149 @@
+"""``sgxsim explore``: run many interleavings of an SVN-update scenario and check its invariants.
+
+``sgxsim explore SCENARIO --schedules N [--seed S] [--strategy random|pct|both] [--as-posted]
+[--json] [--out DIR]``; ``sgxsim explore --list``; ``sgxsim explore --replay FILE``.
+
+SCENARIO is a builtin name (:data:`sgxsim.sim.svn_explore.SCENARIOS`, ``NAME@as-posted`` for
+the posting's defects) or a scenario TOML file, mapped by its machine options:
+``svn_update_policy = "rfc-v2-teardown"`` -> ``success`` (``vepc-skip`` / ``vepc-zap`` by
+``vepc`` when the file declares VMs); ``"explicit-trigger"`` -> ``trigger-destructive`` /
+``trigger-nondestructive`` by ``trigger_mode``; ``"linux-6.19-on-open"`` -> ``linux-6.19``;
+``rfc_v2_as_posted = true`` selects the as-posted variant; ``"none"`` has no update to explore
+(usage error). The file's ``seed`` is the default ``--seed``.
+
+Exit codes: 0 no violation; 1 a violation was found (its seed, schedule and trace are printed,
+and ``violation-<program>-<schedule>.json`` is written to ``--out``, default ``.``); 2 usage
+error. ``--replay FILE`` re-runs a saved violation exactly (exit 1 if it reproduces, 0 if the
+schedule now passes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sgxsim.errors import SgxSimError
+from sgxsim.sim.explore import STRATEGIES, Violation, explore, format_violation, replay
+from sgxsim.sim.svn_explore import AS_POSTED_SUFFIX, SCENARIOS, svn_program
+
+__all__ = ["explore_cmd", "program_for_toml"]
+
+
+def program_for_toml(path: str) -> tuple[str, int]:
+    """(builtin program name, seed) for a scenario TOML file (see the module docstring).
+
+    Outcomes: the pair; ``click.UsageError`` for a file that cannot be parsed or a policy with
+    nothing to explore.
+    """
+    from sgxsim.sim.scenario import load_scenario
+
+    try:
+        sc = load_scenario(path)
+    except (SgxSimError, OSError) as exc:
+        raise click.UsageError(f"cannot load scenario {path}: {exc}") from exc
+    m = sc.machine
+    policy = m.svn_update_policy
+    if policy == "rfc-v2-teardown":
+        name = ("vepc-zap" if m.vepc == "zap" else "vepc-skip") if sc.vms else "success"
+    elif policy == "explicit-trigger":
+        name = "trigger-destructive" if m.trigger_mode == "destructive" else "trigger-nondestructive"
+    elif policy == "linux-6.19-on-open":
+        name = "linux-6.19"
+    else:
+        raise click.UsageError(f"{path}: svn_update_policy {policy!r} has no SVN update to explore")
+    if m.rfc_v2_as_posted:
+        name += AS_POSTED_SUFFIX
+    return name, sc.seed
+
+
+def _write(out: str, v: Violation) -> str:
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, f"violation-{v.program}-{v.schedule}.json")
+    Path(path).write_text(json.dumps(v.to_dict(), indent=1) + "\n")
+    return path
+
+
+@click.command("explore")
+@click.argument("scenario", required=False)
+@click.option("--schedules", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Exploration seed (default 0).")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="random", show_default=True)
+@click.option("--as-posted", is_flag=True, help="rfc_v2_as_posted = true (the posting's defects).")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Step bound per schedule.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+@click.option("--out", type=click.Path(file_okay=False), default=".", show_default=True)
+@click.option("--list", "list_", is_flag=True, help="List the builtin scenarios.")
+@click.option("--replay", "replay_file", type=click.Path(exists=True, dir_okay=False), default=None)
+def explore_cmd(
+    scenario: str | None,
+    schedules: int,
+    seed: int | None,
+    strategy: str,
+    as_posted: bool,
+    max_steps: int | None,
+    as_json: bool,
+    out: str,
+    list_: bool,
+    replay_file: str | None,
+) -> None:
+    """Explore interleavings of an SVN-update SCENARIO (builtin name or TOML file)."""
+    if list_:
+        if as_json:
+            click.echo(json.dumps({n: s.summary for n, s in SCENARIOS.items()}, indent=1))
+        else:
+            for n, s in SCENARIOS.items():
+                click.echo(f"{n:24} {s.summary}")
+        return
+    if replay_file is not None:
+        try:
+            v = Violation.from_dict(json.loads(Path(replay_file).read_text()))
+            result = replay(svn_program(v.program), v)
+        except (SgxSimError, ValueError) as exc:
+            raise click.UsageError(f"cannot replay {replay_file}: {exc}") from exc
+        _report(result.to_dict(), result.violations, as_json, out=None)
+        same = bool(result.violations) and result.violations[0].same_as(v)
+        if not as_json:
+            click.echo("replayed exactly" if same else "the recorded schedule no longer violates")
+        raise SystemExit(1 if result.violations else 0)
+    if scenario is None:
+        raise click.UsageError("give a SCENARIO (see --list), or --replay FILE")
+    default_seed = 0
+    if scenario.endswith(".toml") or os.path.sep in scenario:
+        name, default_seed = program_for_toml(scenario)
+    else:
+        name = scenario
+        base = name[: -len(AS_POSTED_SUFFIX)] if name.endswith(AS_POSTED_SUFFIX) else name
+        if base not in SCENARIOS:
+            raise click.UsageError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
+    if as_posted and not name.endswith(AS_POSTED_SUFFIX):
+        name += AS_POSTED_SUFFIX
+    base = name[: -len(AS_POSTED_SUFFIX)] if name.endswith(AS_POSTED_SUFFIX) else name
+    program = svn_program(name)
+    steps = max_steps if max_steps is not None else SCENARIOS[base].max_steps
+    result = explore(
+        program, schedules, seed if seed is not None else default_seed, strategy, max_steps=steps
+    )
+    _report(result.to_dict(), result.violations, as_json, out)
+    raise SystemExit(1 if result.violations else 0)
+
+
+def _report(d: dict[str, Any], violations: tuple[Violation, ...], as_json: bool, out: str | None) -> None:
+    paths = [_write(out, v) for v in violations] if out is not None else []
+    if as_json:
+        d = dict(d)
+        d["replay_files"] = paths
+        click.echo(json.dumps(d, indent=1))
+        return
+    click.echo(
+        f"{d['program']}: {'replayed' if d['replay'] else 'explored'} {d['schedules_run']} schedule(s) "
+        f"({d['strategy']}, seed {d['seed']}), {d['steps_total']} steps: "
+        + ("no violation" if not violations else f"{len(violations)} violation(s)")
+    )
+    for v in violations:
+        click.echo(format_violation(v))
+    for p in paths:
+        click.echo(f"replay file: {p}  (sgxsim explore --replay {p})")
