@@ -3,20 +3,24 @@
 The world (Intel's PKI, PCS and TCB model) registers a platform from the machine's fuses; the
 platform's PCE and QE run through the driver; quotes are verified by our verifier and
 cross-checked with dcap-qvl. The central story: a TCB recovery makes the boot TCB OutOfDate, a
-late microcode load + EUPDATESVN raises CPUSVN, the quoting enclaves are reloaded, a new PCK
-certificate (with a new key) is selected and the platform is UpToDate again.
+late microcode load + EUPDATESVN (the kernel's real path, ``k.svn``) raises CPUSVN and destroys
+every enclave, the quoting enclaves are reloaded, a new PCK certificate (with a new key) is
+selected and the platform is UpToDate again; data sealed before the update is still readable.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import dcap_qvl
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from sgxsim.attest import (
     BrokerPolicy,
@@ -31,18 +35,22 @@ from sgxsim.attest import (
     parse_quote,
 )
 from sgxsim.errors import InvalidArgument, VerificationError
-from sgxsim.hw.arch import SgxStatus
+from sgxsim.hw.arch import KeyName, KeyPolicy, Keyrequest, SgxStatus, Vector
 from sgxsim.hw.cpu import MicrocodePatch
 from sgxsim.hw.machine import Machine, MachineConfig
-from sgxsim.kernel import encls as kencls
-from sgxsim.kernel.main import Kernel
+from sgxsim.kernel import uapi
+from sgxsim.kernel.encl import SGX_ENCL_DEAD, SgxEncl
+from sgxsim.kernel.main import Kernel, validate_epc
 from sgxsim.kernel.process import Process
+from sgxsim.kernel.svn import SvnConfig
 from sgxsim.rand import Rng
 from sgxsim.sdk.quoting import (
     PCE_ISVSVN,
     AeCallError,
     AppEnclave,
+    EnclaveLost,
     Quote3Error,
+    SgxError,
     build_app,
     load_app,
     pck_private_key,
@@ -50,12 +58,15 @@ from sgxsim.sdk.quoting import (
 from sgxsim.sdk.sign import generate_signing_key
 from sgxsim.sim.attestation import (
     DEFAULT_EPOCH,
+    AppEnclaveLost,
     AttestationResult,
     AttestationWorld,
+    EnclaveHandle,
     Platform,
     TcbDescription,
     TcbRecovery,
     default_tcb_description,
+    driver_enclave,
     sgx_tcb_components,
 )
 
@@ -82,9 +93,18 @@ class Setup:
     platform: Platform
     app: AppEnclave
     isv_key: rsa.RSAPrivateKey
+    #: Free EPC pages right after boot (before any process).
+    free_at_boot: int
 
-    def reload_app(self) -> AppEnclave:
-        self.app = load_app(Process(self.kernel, "app"), build_app(self.isv_key))
+    def rebuild_app(self) -> AppEnclave:
+        """The application's process rebuilds its enclave (a new process if it exited)."""
+        old = self.app
+        if old.proc.exited:
+            proc = Process(self.kernel, "app")
+        else:
+            old.close()
+            proc = old.proc
+        self.app = load_app(proc, old.build)
         return self.app
 
 
@@ -94,14 +114,16 @@ def make(
     *,
     tcb: TcbDescription | None = None,
     config: MachineConfig | None = None,
+    svn: SvnConfig | None = None,
     seed: int = 1,
 ) -> Setup:
     world = AttestationWorld(seed, tcb, intel_key=intel_key)
     machine = Machine(config or MachineConfig(), Rng(seed))
-    kernel = Kernel(machine)
+    kernel = Kernel(machine, svn=svn)
+    free = kernel.sgx_nr_free_pages.read()
     platform = world.add_platform(machine, kernel)
     app = load_app(Process(kernel, "app"), build_app(isv_key))
-    return Setup(world, machine, kernel, platform, app, isv_key)
+    return Setup(world, machine, kernel, platform, app, isv_key, free)
 
 
 @pytest.fixture
@@ -118,6 +140,11 @@ def qvl(world: AttestationWorld, result: AttestationResult, at_ns: int) -> dcap_
     )
 
 
+def spki(key: PublicKeyTypes) -> bytes:
+    """A public key's DER SubjectPublicKeyInfo (to compare keys)."""
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def verified(result: AttestationResult) -> VerifiedQuote:
     assert isinstance(result.verification, VerifiedQuote), result.verification
     return result.verification
@@ -129,13 +156,27 @@ def exit_all(kernel: Kernel) -> None:
             proc.exit()
 
 
-def late_load_and_eupdatesvn(s: Setup, late: int) -> None:
-    """Stand-in for the kernel's update path: every process exits (EPC empty), patch, EUPDATESVN."""
+def late_patch(machine: Machine, late: int) -> MicrocodePatch:
+    """A newer patch raising the "SGX Late Microcode Update" SVN to ``late``."""
+    return MicrocodePatch.with_svns(machine.cpus[0].ucode.revision + 1, base=2, late_microcode=late)
+
+
+def kernel_encl(handle: EnclaveHandle | None) -> SgxEncl:
+    assert handle is not None
+    encl = driver_enclave(handle)
+    assert encl is not None
+    return encl
+
+
+def assert_clean_after_exit(s: Setup) -> None:
+    """Every process exits: the EPC is empty again, accounting agrees, no WARN was logged."""
     exit_all(s.kernel)
-    patch = MicrocodePatch.with_svns(0xD0003A5 + late, base=2, late_microcode=late)
-    for cpu in range(len(s.machine.cpus)):
-        assert s.machine.load_microcode(cpu, patch)
-    assert kencls.eupdatesvn(s.kernel) == SgxStatus.SUCCESS
+    assert not s.platform.running
+    report = validate_epc(s.kernel, expect_empty=True)
+    assert report, report.problems
+    assert s.kernel.sgx_nr_free_pages.read() == s.free_at_boot == s.kernel.npages
+    assert s.kernel.sgx_usage_count == 0 and not s.kernel.enclaves
+    assert s.kernel.log.warn_count == 0, s.kernel.log.format()
 
 
 # ------------------------------------------------------------------------------ the default world
@@ -184,7 +225,7 @@ def test_registration_issues_certificates_the_platform_can_reach(
         key = pck_private_key(
             s.world.provision_key(s.machine.fused_secret, cert.extension.cpusvn, cert.extension.pcesvn)
         )
-        assert cert.cert.public_key().public_numbers() == key.public_key().public_numbers()
+        assert spki(cert.cert.public_key()) == spki(key.public_key())
     # The PPID Intel computes is the one the PCE reports; re-registering issues nothing new.
     assert s.platform.pce_info().ppid == s.platform.ppid == s.world.intel_ppid(s.machine)
     assert s.world.register(s.machine) is s.platform.registered and len(certs) == len(reachable)
@@ -232,17 +273,18 @@ def test_recovery_then_late_load_and_eupdatesvn(setup: Setup) -> None:
         is DecisionReason.GRACE_PERIOD_EXPIRED
     )
 
-    # The operator loads the microcode and runs EUPDATESVN (the EPC is emptied first).
-    late_load_and_eupdatesvn(s, 3)
+    # The operator loads the microcode: the kernel zaps the EPC and runs EUPDATESVN.
+    assert s.kernel.svn.microcode_reload(late_patch(s.machine, 3)) == 0
+    assert s.kernel.svn.updates[-1].succeeded and s.machine.cpusvn == UPDATED
     assert not platform.running
-    app = s.reload_app()
+    app = s.rebuild_app()
     t2 = t1 + DAY_NS
     result = platform.attest(app, at_ns=t2)
     v = verified(result)
     new_cert = platform.pck_certificate()
     assert platform.starts == 2 and platform.raw_tcb() == (UPDATED, PCE_ISVSVN)
     assert new_cert.extension.cpusvn == UPDATED == v.pck.cpusvn == v.report_body.cpu_svn
-    assert new_cert.cert.public_key().public_numbers() != boot_cert.cert.public_key().public_numbers()
+    assert spki(new_cert.cert.public_key()) != spki(boot_cert.cert.public_key())
     assert v.pck.ppid == boot_cert.extension.ppid  # same part, same PPID
     assert v.status is TcbStatus.UP_TO_DATE and v.advisory_ids == ()
     assert result.decision.released and result.decision.reason is DecisionReason.RELEASED
@@ -252,6 +294,165 @@ def test_recovery_then_late_load_and_eupdatesvn(setup: Setup) -> None:
         platform.quote(stale_report)
     assert exc.value.status == Quote3Error.SGX_QL_INVALID_REPORT
     assert s.kernel.log.warn_count == 0
+
+
+def up_to_date_at_boot() -> TcbDescription:
+    """The default description with the boot level (late-microcode SVN 2) UpToDate."""
+    base = default_tcb_description()
+    boot = base.levels[0]
+    levels = (
+        TcbLevel(boot.components, boot.pcesvn, boot.tcb_date, TcbStatus.UP_TO_DATE),
+        *base.levels[1:],
+    )
+    return TcbDescription(levels=levels, qe_levels=base.qe_levels, tcb_evaluation_data_number=17)
+
+
+SECRET = b"customer database key, sealed at boot"
+UPDATE_POLICIES = ("rfc-v2-teardown", "explicit-trigger", "linux-6.19-on-open")
+
+
+def sealed_keyrequest(blob: bytes) -> Keyrequest:
+    """The KEYREQUEST an ``sgx_sealed_data_t`` carries (its first 512 bytes)."""
+    return Keyrequest.unpack(blob[: Keyrequest.SIZE])
+
+
+@pytest.mark.parametrize("policy", UPDATE_POLICIES)
+def test_end_to_end_recovery_update_reattest_and_unseal(
+    intel_key: rsa.RSAPrivateKey, isv_key: rsa.RSAPrivateKey, policy: str
+) -> None:
+    """Issue 5 item 8: boot UpToDate -> TCB recovery (OutOfDate, refused) -> late load + EUPDATESVN
+    (old enclaves destroyed) -> new enclaves and a restarted QE with a new PCK certificate attest
+    UpToDate and get the secret; the replayed pre-update quote stays OutOfDate; sealed data survives."""
+    s = make(intel_key, isv_key, tcb=up_to_date_at_boot(), svn=SvnConfig(policy=policy))
+    k, m, world, platform = s.kernel, s.machine, s.world, s.platform
+    build = s.app.build
+
+    # 1. Boot: the application enclave attests UpToDate and gets the secret; it seals its data.
+    boot = platform.attest(s.app, at_ns=0, report_data=b"boot")
+    v = verified(boot)
+    assert v.status is TcbStatus.UP_TO_DATE and v.report_body.cpu_svn == BOOT == m.cpusvn
+    assert boot.decision.released and boot.decision.secret == world.broker_secret
+    blob = s.app.seal(SECRET)
+    req = sealed_keyrequest(blob)
+    assert (req.keyname, req.keypolicy, req.cpusvn) == (KeyName.SEAL, KeyPolicy.MRSIGNER, BOOT)
+    boot_cert = platform.pck_certificate()
+    assert boot_cert.extension.cpusvn == BOOT
+    old_app_proc, old_aesm = s.app.proc, platform.process
+    old = {name: kernel_encl(h) for name, h in (("app", s.app), ("pce", platform.pce), ("qe", platform.qe))}
+    assert not any(e.flags & SGX_ENCL_DEAD for e in old.values())
+    updates_at_boot = len(k.svn.updates)
+
+    # 2. Intel publishes a TCB recovery: the same platform now quotes OutOfDate; the broker refuses.
+    t1 = 10 * DAY_NS
+    world.publish_recovery(TcbRecovery.late_microcode(3), at_ns=t1)
+    before = platform.attest(s.app, at_ns=t1, report_data=b"before update")
+    v = verified(before)
+    assert v.status is TcbStatus.OUT_OF_DATE and v.advisory_ids == ("INTEL-SA-01213",)
+    assert not before.decision.released and before.decision.secret is None
+    assert before.decision.reason is DecisionReason.TCB_STATUS_NOT_ALLOWED
+    assert qvl(world, before, t1).status == "OutOfDate"
+    replay = before.quote
+
+    # 3. The update, as each policy runs it.
+    patch = late_patch(m, 3)
+    if policy == "linux-6.19-on-open":
+        exit_all(k)  # the operator drains every SGX user first
+        assert k.sgx_usage_count == 0 and not k.enclaves
+    assert k.svn.microcode_reload(patch) == 0
+    assert all(lp.ucode == patch for lp in m.cpus)
+    if policy == "rfc-v2-teardown":
+        rec = k.svn.updates[-1]
+        assert rec.trigger == "late_load"
+    else:  # the late load alone does nothing SGX-specific
+        assert len(k.svn.updates) == updates_at_boot and m.cpusvn == BOOT
+        if policy == "explicit-trigger":
+            # Nothing was disturbed: the platform still quotes, still OutOfDate.
+            assert verified(platform.attest(s.app, at_ns=t1)).status is TcbStatus.OUT_OF_DATE
+            assert k.svn.update_svn_store() == 0
+            rec = k.svn.updates[-1]
+            assert rec.trigger == "trigger" and rec.errno == 0
+    if policy != "linux-6.19-on-open":
+        # EUPDATESVN ran: CPUSVN rose, every enclave lost its EPC and is dead in the driver.
+        assert rec.result == SgxStatus.SUCCESS and rec.cpusvn_after == UPDATED == m.cpusvn
+        assert {e.id for e in old.values()} <= set(rec.enclaves_killed)
+        assert all(e.flags & SGX_ENCL_DEAD for e in old.values())
+        assert not platform.running and not old_app_proc.exited
+        with pytest.raises(OSError) as ioc:  # the dead enclave's ioctls fail with EIO
+            old_app_proc.ioctl(s.app.encl.fd, uapi.SGX_IOC_ENCLAVE_INIT, uapi.sgx_enclave_init())
+        assert ioc.value.errno == errno.EIO
+
+    # 4. The old application enclave cannot attest: a typed outcome, its process must rebuild it.
+    #    The quoting service restarts on its own (under 6.19 its first open runs EUPDATESVN).
+    t2 = t1 + DAY_NS
+    with pytest.raises(AppEnclaveLost) as lost:
+        platform.attest(s.app, at_ns=t2)
+    assert isinstance(lost.value, EnclaveLost) and lost.value.status == SgxError.SGX_ERROR_ENCLAVE_LOST
+    if policy == "linux-6.19-on-open":
+        rec = k.svn.updates[-1]
+        assert rec.trigger == "open" and rec.result == SgxStatus.SUCCESS and rec.errno == 0
+        assert rec.enclaves_killed == [] and not any(e.id in k.enclaves for e in old.values())
+        assert lost.value.vector == 0  # its process is gone
+    else:
+        assert lost.value.vector == Vector.PF  # the vDSO reported EENTER's #PF
+    assert len(k.svn.updates) == updates_at_boot + 1 and m.cpusvn == UPDATED
+    assert platform.running and platform.starts == 2 and platform.process is not old_aesm
+    new_cert = platform.pck_certificate()
+    assert platform.raw_tcb() == (UPDATED, PCE_ISVSVN) and new_cert.extension.cpusvn == UPDATED
+    assert spki(new_cert.cert.public_key()) != spki(boot_cert.cert.public_key())
+
+    # 5. The rebuilt enclave (same MRENCLAVE/MRSIGNER) attests UpToDate and gets the secret.
+    app = s.rebuild_app()
+    assert app.build.mrenclave == build.mrenclave and driver_enclave(app) is not old["app"]
+    after = platform.attest(app, at_ns=t2, report_data=b"after update")
+    v = verified(after)
+    assert v.status is TcbStatus.UP_TO_DATE and v.advisory_ids == ()
+    assert v.report_body.cpu_svn == v.pck.cpusvn == UPDATED and v.pck.ppid == platform.ppid
+    assert v.mr_enclave == build.mrenclave and v.mr_signer == build.mrsigner
+    assert after.decision.released and after.decision.secret == world.broker_secret
+    assert qvl(world, after, t2).status == "UpToDate"
+    assert platform.starts == 2
+
+    # 6. The pre-update quote, replayed with fresh collateral: still OutOfDate, still refused.
+    collateral = world.collateral(platform.ca, t2)
+    old_v = world.verify(replay, collateral, t2)
+    assert old_v.status is TcbStatus.OUT_OF_DATE and old_v.report_body.cpu_svn == BOOT
+    assert old_v.pck.cpusvn == BOOT
+    policy_rp = BrokerPolicy(rules=(EnclaveRule(mrenclave=build.mrenclave),))
+    refused = world.broker(policy_rp).request(replay, collateral, world.datetime_at(t2))
+    assert not refused.released and refused.reason is DecisionReason.TCB_STATUS_NOT_ALLOWED
+
+    # 7. Sealed data survives: the blob names the boot CPUSVN, whose SEAL key stays derivable.
+    assert app.unseal(blob) == SECRET
+    fresh = app.seal(SECRET)
+    assert sealed_keyrequest(fresh).cpusvn == UPDATED and app.unseal(fresh) == SECRET
+    assert app.unseal(app.seal(b"x", cpusvn=BOOT, isvsvn=build.isvsvn)) == b"x"
+    with pytest.raises(AeCallError) as above:
+        app.seal(b"x", cpusvn=bytes(sgx_tcb_components(4)), isvsvn=build.isvsvn)
+    assert above.value.status == SgxError.SGX_ERROR_INVALID_CPUSVN
+
+    # 8. Everything exits: the EPC is as at boot, no WARN.
+    assert_clean_after_exit(s)
+
+
+def test_a_dead_quoting_service_restarts_before_use(setup: Setup) -> None:
+    """After a teardown the platform answers queries with the new raw TCB without an attestation.
+
+    No recovery was published, so Intel has no certificate for late SVN 3: PCKCertSelection
+    picks the highest one the raw TCB dominates, the boot level (same key as before).
+    """
+    s = setup
+    boot_cert = s.platform.pck_certificate()
+    assert s.kernel.svn.microcode_reload(late_patch(s.machine, 3)) == 0
+    assert not s.platform.running and s.platform.starts == 1
+    assert s.platform.raw_tcb() == (UPDATED, PCE_ISVSVN) and s.platform.starts == 2
+    assert s.platform.pck_certificate() == boot_cert
+    app = s.rebuild_app()
+    v = verified(s.platform.attest(app, at_ns=0))
+    assert v.report_body.cpu_svn == UPDATED and v.pck.cpusvn == BOOT
+    assert v.status is TcbStatus.SW_HARDENING_NEEDED and s.platform.starts == 2
+    # The old service's process was ended and its dead enclaves released.
+    assert [p.name for p in s.kernel.processes.values() if not p.exited].count("aesm_service") == 1
+    assert_clean_after_exit(s)
 
 
 def test_recoveries_in_the_description_are_published_at_build(
@@ -311,7 +512,7 @@ def test_quoting_enclaves_are_reloaded_after_loss(setup: Setup) -> None:
     assert s.platform.starts == 2
     assert again.quote.attest_pub_key == first.quote.attest_pub_key  # same TCB, same key
     # The QE can no longer be entered (its TCS mapping is gone): the quote call reloads it.
-    qe = s.platform._qe
+    qe = s.platform.qe
     assert qe is not None
     qe.proc.munmap(qe.encl.base, 4096)
     verified(s.platform.attest(s.app, at_ns=2))

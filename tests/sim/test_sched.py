@@ -694,3 +694,41 @@ def test_sim_clock() -> None:
         SimClock(-5)
     assert format_ns(1_234_567_890) == "1.234567"
     assert repr(c) == "SimClock(0.000000)"
+
+
+def test_pct_demotes_a_task_that_runs_max_run_steps_while_others_wait() -> None:
+    """A spin-waiting high-priority task cannot starve the task it waits for (fair PCT variant);
+    with max_run=None (textbook PCT) the same program never terminates within the bound."""
+
+    def run(max_run: int | None) -> bool:
+        s = DeterministicScheduler(Pct(random.Random(1), depth=1, expected_steps=1, max_run=max_run))
+        flag = {"set": False}
+
+        def waiter() -> None:
+            for _ in range(5_000):
+                if flag["set"]:
+                    return
+                s.preempt("spin")
+            raise RuntimeError("starved")
+
+        def setter() -> None:
+            s.preempt("work")
+            flag["set"] = True
+
+        s.spawn(waiter, name="waiter")
+        s.spawn(setter, name="setter")
+        # Make the waiter the higher-priority task.
+        s.find_task("waiter").priority = 10.0  # type: ignore[union-attr]
+        s.find_task("setter").priority = 1.0  # type: ignore[union-attr]
+        try:
+            s.run()
+        except Exception:
+            return False
+        finally:
+            s.close()
+        return flag["set"]
+
+    assert run(64) is True
+    assert run(None) is False
+    with pytest.raises(InvalidArgument):
+        Pct(random.Random(0), depth=1, expected_steps=1, max_run=0)

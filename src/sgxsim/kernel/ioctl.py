@@ -124,6 +124,12 @@ def _page_loop_epc_locked(k: Kernel) -> bool:
     return True
 
 
+def _dead_in_section(encl: SgxEncl) -> bool:
+    """[MODEL fix] Whether an SVN update killed the enclave; checked inside the SRCU read side,
+    where no zap can start, because an ioctl may have passed its entry check before the zap."""
+    return bool(encl.flags & SGX_ENCL_DEAD)
+
+
 def _with_epc_read(k: Kernel, fn: Callable[[], int]) -> int:
     """Run an ioctl body inside an SRCU read-side section of ``sgx_lock_epc_srcu``."""
     idx = k.sgx_epc_read_lock()
@@ -499,6 +505,9 @@ def _add_pages_loop(
         if _page_loop_epc_locked(k):
             ret = -U.EBUSY
             break
+        if _dead_in_section(encl):
+            ret = -U.EIO
+            break
         if k.batch_ok() and not flags & U.SGX_PAGE_MEASURE:
             n = _batch_len(k, encl, src + c, offset + c, (length - c) >> PAGE_SHIFT, _u64(secinfo))
             if n:
@@ -594,6 +603,8 @@ def sgx_ioc_enclave_init(k: Kernel, encl: SgxEncl, arg: int) -> int:
         def body() -> int:
             if _epc_locked_entry(k):
                 return -U.EBUSY
+            if _dead_in_section(encl):
+                return -U.EIO
             return sgx_encl_init(k, encl, sig, page, token)
 
         return _with_epc_read(k, body)
@@ -689,6 +700,9 @@ def sgx_enclave_restrict_permissions(
                 raise _EarlyReturn(-U.EBUSY)
             ret = -U.EBUSY
             break
+        if _dead_in_section(encl):
+            ret = -U.EIO
+            break
         k.sgx_reclaim_direct()
         encl.lock.lock()
         try:
@@ -771,6 +785,9 @@ def sgx_enclave_modify_types(
             if k.svn.as_posted:
                 raise _EarlyReturn(-U.EBUSY)
             ret = -U.EBUSY
+            break
+        if _dead_in_section(encl):
+            ret = -U.EIO
             break
         k.sgx_reclaim_direct()
         encl.lock.lock()
@@ -866,6 +883,9 @@ def sgx_encl_remove_pages(k: Kernel, encl: SgxEncl, offset: int, length: int) ->
             if k.svn.as_posted:
                 raise _EarlyReturn(-U.EBUSY)
             ret = -U.EBUSY
+            break
+        if _dead_in_section(encl):
+            ret = -U.EIO
             break
         k.sgx_reclaim_direct()
         encl.lock.lock()

@@ -407,6 +407,9 @@ class Kernel:
         self.sgx_nr_free_pages = AtomicInt(0, bits=64)
         self.sgx_reclaimer_lock = SpinLock(self.sched, "sgx_reclaimer_lock")
         self.ksgxd_waitq = WaitQueue(self.sched, "ksgxd_waitq")
+        #: Senders of a waiting IPI (on_each_cpu_mask(..., wait=1)) sleep here until every
+        #: interrupted CPU left enclave mode (woken by the vDSO path after the exit).
+        self.ipi_waitq = WaitQueue(self.sched, "smp_call_function")
         self.ksgxd_should_stop = False
         #: Set by a scheduler that runs :meth:`ksgxd` as a task; otherwise work is deferred.
         self.ksgxd_is_task = False
@@ -1073,8 +1076,18 @@ class Kernel:
             if lp.in_enclave:
                 lp.pending_interrupt = True
                 targets.append(lp)
+
+        def acked() -> bool:
+            return not any(lp.in_enclave and lp.pending_interrupt for lp in targets)
+
+        if not isinstance(self.sched, NullScheduler):
+            # The targets run on other CPUs: sleep until their exits wake us (a spinning sender
+            # would let a priority-based strategy starve the very CPUs it waits for).
+            self.sched.preempt("smp_call_function_many")
+            self.ipi_waitq.wait_event(acked)
+            return
         for _ in range(100_000):
-            if not any(lp.in_enclave and lp.pending_interrupt for lp in targets):
+            if acked():
                 return
             self.sched.preempt("smp_call_function_many")
         self.log.WARN(

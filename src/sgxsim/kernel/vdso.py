@@ -108,6 +108,9 @@ def vdso_sgx_enter_enclave(
             lp.page_table = proc.mm
             proc.mm.cpumask.add(cpu)
             res = hw_enclu.execute(k.machine, lp, leaf, r.tcs, VDSO_AEP, rdx, rsi=rsi, rdi=rdi, r8=r8, r9=r9)
+            if k.ipi_waitq.waiters:
+                # This CPU left enclave mode (the IPI's AEX, or any exit): wake IPI senders.
+                k.sched.wake_all(k.ipi_waitq)
             fault: Fault | None
             if isinstance(res, Fault):
                 fault = res

@@ -22,9 +22,13 @@ Identity, and a key broker secret. A :class:`Platform` binds one simulated
   (the QE report's CPUSVN and the PCESVN) with the PCS's PCKCertSelection, and has the PCE certify
   the QE report at that certificate's TCB. After an EUPDATESVN (which empties the EPC, so the
   enclaves are reloaded) the raw TCB is new, a new certificate is selected and the PCK key
-  changes. Lost enclaves (process gone, EPC lost) are reloaded once per call;
+  changes. Lost enclaves are reloaded: before each use when their process is gone or the driver
+  tore them down (``SGX_ENCL_DEAD``: an SVN update zapped their EPC), and once per quote when
+  the QE cannot be entered for another reason;
 * :meth:`Platform.attest`: REPORT of an application enclave targeted at the QE, quote, collateral
-  from the PCS at the given simulated time, verification, and the key broker's decision.
+  from the PCS at the given simulated time, verification, and the key broker's decision. An
+  application enclave that lost its EPC cannot make the REPORT: :class:`AppEnclaveLost` (the
+  application's process must rebuild it; the quoting service is its own business).
 
 Simulated time only: every date is ``epoch + ns`` (:meth:`AttestationWorld.datetime_at`).
 
@@ -32,7 +36,10 @@ Models: Intel SGX DCAP provisioning and quote generation (PCKIDRetrievalTool / P
 PCCS ``pck_cert_select``, QE3/PCE flow of ``sgx_ql_*``); attestation-and-figures.md §1.
 Differs: registration is a direct call (no encrypted PPID, no PCK ID retrieval tool or
 platform manifest); the PCS runs in process (its HTTP front end is
-:class:`~sgxsim.attest.PcsHttpServer`).
+:class:`~sgxsim.attest.PcsHttpServer`). The quoting service reads the driver's
+``SGX_ENCL_DEAD`` flag of its own enclaves instead of discovering the loss through a failing
+ECALL (SGX_ERROR_ENCLAVE_LOST, which the DCAP library answers the same way: unload, reload,
+re-certify); it costs no simulated time.
 """
 
 from __future__ import annotations
@@ -71,6 +78,7 @@ from sgxsim.hw.arch import CPUSVN_SIZE, Attributes, KeyName, Targetinfo
 from sgxsim.hw.cpu import SVN_COMPONENT_LATE_MICROCODE
 from sgxsim.hw.crypto import PKCS1_SHA256_PADDING, KeyDependencies, derive_key
 from sgxsim.hw.machine import Machine
+from sgxsim.kernel.encl import SGX_ENCL_DEAD, SgxEncl
 from sgxsim.kernel.main import Kernel
 from sgxsim.kernel.process import Process
 from sgxsim.rand import Rng
@@ -82,6 +90,7 @@ from sgxsim.sdk.quoting import (
     PCE_PROVISION_KEY_XFRMMASK,
     QE_ISVSVN,
     AeCallError,
+    AppEnclave,
     Attestable,
     EnclaveBuild,
     EnclaveLost,
@@ -104,12 +113,15 @@ from sgxsim.sdk.sign import generate_signing_key
 __all__ = [
     "DEFAULT_EPOCH",
     "DEFAULT_FMSPC",
+    "AppEnclaveLost",
     "AttestationResult",
     "AttestationWorld",
+    "EnclaveHandle",
     "Platform",
     "TcbDescription",
     "TcbRecovery",
     "default_tcb_description",
+    "driver_enclave",
     "sgx_tcb_components",
 ]
 
@@ -119,6 +131,8 @@ DEFAULT_EPOCH = dt.datetime(2025, 6, 1, tzinfo=UTC)
 #: FMSPC of the modelled part (an Ice Lake-SP value, as in attestation-and-figures.md §1.4 samples).
 DEFAULT_FMSPC = bytes.fromhex("00906ED50000")
 _U64 = (1 << 64) - 1
+#: The host handles of the enclaves this module deals with.
+EnclaveHandle = ProvisioningCertificationEnclave | QuotingEnclave | AppEnclave
 
 
 def sgx_tcb_components(late_microcode: int, base: int = 2) -> tuple[int, ...]:
@@ -232,6 +246,44 @@ def default_tcb_description(*, base: int = 2, late_microcode: int = 2) -> TcbDes
         ),
         tcb_evaluation_data_number=17,
     )
+
+
+class AppEnclaveLost(EnclaveLost):
+    """The application enclave could not make its REPORT: it lost its EPC (an SVN update tore it
+    down: the vDSO reported the #PF of EENTER) or its process is gone. Its process must rebuild
+    it (close the handle, load the same build again); nothing on the platform side can.
+
+    Carries the vDSO's exception report of the original :class:`~sgxsim.sdk.quoting.EnclaveLost`
+    (``vector``, ``error_code``, ``addr``). Models: SGX_ERROR_ENCLAVE_LOST as an application sees
+    it from ``sgx_create_report``.
+    """
+
+    @classmethod
+    def from_lost(cls, err: EnclaveLost) -> AppEnclaveLost:
+        """The same loss (function, detail, vDSO exception report), typed as the application's."""
+        lost = cls(err.function, err.detail, err.vector, err.error_code, err.addr)
+        lost.leaf_rax = err.leaf_rax
+        return lost
+
+
+def driver_enclave(handle: EnclaveHandle) -> SgxEncl | None:
+    """The driver's enclave behind a loaded enclave handle (None once its fd or process is gone).
+
+    For inspection (tests, reports, the quoting service's loss check): user space itself only
+    sees the fd.
+    """
+    encl = handle.encl
+    if encl.closed or encl.proc.exited:
+        return None
+    file = encl.proc.fds.get(encl.fd)
+    private = file.private_data if file is not None else None
+    return private if isinstance(private, SgxEncl) else None
+
+
+def _torn_down(handle: EnclaveHandle) -> bool:
+    """The driver marked the enclave dead (SGX_ENCL_DEAD: its EPC was zapped for an SVN update)."""
+    encl = driver_enclave(handle)
+    return encl is not None and bool(encl.flags & SGX_ENCL_DEAD)
 
 
 class AttestationResult(NamedTuple):
@@ -505,23 +557,51 @@ class Platform:
 
     @property
     def running(self) -> bool:
-        """The PCE and QE are loaded in a live process (their EPC may still have been lost)."""
+        """The PCE and QE are loaded in a live process and the driver has not torn them down.
+
+        False after an SVN update zapped their EPC (``SGX_ENCL_DEAD``): the next use restarts
+        the service. A loss the driver does not record (an unmapped TCS, the as-posted RFC
+        kernel) shows at the next quote, which reloads once.
+        """
         return (
             self._pce is not None
             and self._qe is not None
             and self._cert is not None
             and self._pce.alive
             and self._qe.alive
+            and not _torn_down(self._pce)
+            and not _torn_down(self._qe)
         )
+
+    @property
+    def pce(self) -> ProvisioningCertificationEnclave | None:
+        """The loaded PCE's handle (None when the service is stopped)."""
+        return self._pce
+
+    @property
+    def qe(self) -> QuotingEnclave | None:
+        """The loaded QE's handle (None when the service is stopped)."""
+        return self._qe
+
+    @property
+    def process(self) -> Process | None:
+        """The service's process (None when stopped)."""
+        return self._proc
 
     def start(self) -> None:
         """Load the PCE and QE (if not running) and certify the QE's attestation key.
 
+        When the old enclaves were torn down (or their process is gone) the service is stopped
+        first (handles closed, process ended) and started in a new process: the QE reports the
+        raw TCB it now runs at, the PCK certificate is selected again for it, and the PCE
+        certifies the new attestation key at that certificate's TCB.
         Models: aesmd / the DCAP quote library's initialization (``sgx_qe_get_target_info``:
         load enclaves, ``gen_att_key``, ``get_pc_info``, PCK cert selection on the raw TCB,
-        ``certify_enclave``). Outcomes: None; :class:`~sgxsim.sdk.quoting.AeCallError`
-        (SGX_QL_NO_PLATFORM_CERT_DATA when no PCK certificate fits the raw TCB; the PCE's/QE's
-        errors); OSError from loading (e.g. ENOMEM, EBUSY while the EPC is locked for an update).
+        ``certify_enclave``; SGX_ERROR_ENCLAVE_LOST: unload and reload). Outcomes: None;
+        :class:`~sgxsim.sdk.quoting.AeCallError` (SGX_QL_NO_PLATFORM_CERT_DATA when no PCK
+        certificate fits the raw TCB; the PCE's/QE's errors); OSError from loading (e.g. ENOMEM,
+        EBUSY while the EPC is locked for an update, EAGAIN when the first open's EUPDATESVN ran
+        out of entropy).
         """
         if self.running:
             return
@@ -595,10 +675,13 @@ class Platform:
     def quote(self, app_report: bytes, *, version: int = 3) -> bytes:
         """A quote for a REPORT targeted at the QE; reloads the quoting enclaves once if they were lost.
 
+        The service is restarted first when its enclaves were torn down (see :meth:`start`); a
+        REPORT made before an SVN update then fails the new QE's MAC check (the REPORT key
+        changed with the CPUSVN).
         Models: ``sgx_qe_get_quote`` (the QE signs; certification data = QE report, PCE signature,
         auth data, PCK chain leaf || PCK CA || root). Outcomes: the quote; AeCallError
         (SGX_QL_INVALID_REPORT for a REPORT whose MAC the QE rejects, ...); EnclaveLost if the
-        enclaves are lost twice in a row.
+        enclaves are lost twice in a row; the errors of :meth:`start`.
         """
         for attempt in (0, 1):
             cert = self._certification()
@@ -631,11 +714,18 @@ class Platform:
         """Attest ``app`` at simulated time ``at_ns``: REPORT -> quote -> collateral -> verdict -> broker.
 
         The broker's policy defaults to the application's own MRENCLAVE with the broker's default
-        TCB statuses (UpToDate, SWHardeningNeeded). Outcomes: :class:`AttestationResult` whose
-        ``verification`` is the :class:`~sgxsim.attest.VerifiedQuote` or the
-        :class:`~sgxsim.errors.VerificationError`; quoting failures raise as in :meth:`quote`.
+        TCB statuses (UpToDate, SWHardeningNeeded). The quoting service is (re)started first if
+        needed (see :meth:`start`). Outcomes: :class:`AttestationResult` whose ``verification``
+        is the :class:`~sgxsim.attest.VerifiedQuote` or the
+        :class:`~sgxsim.errors.VerificationError`; :class:`AppEnclaveLost` when ``app`` cannot
+        make its REPORT (it lost its EPC or its process); quoting failures raise as in
+        :meth:`quote` and :meth:`start`.
         """
-        report = app.report(self.qe_target_info(), report_data)
+        target = self.qe_target_info()
+        try:
+            report = app.report(target, report_data)
+        except EnclaveLost as err:
+            raise AppEnclaveLost.from_lost(err) from err
         quote = self.quote(report, version=version)
         now = self.world.datetime_at(at_ns)
         collateral = self.world.collateral(self.ca, at_ns)

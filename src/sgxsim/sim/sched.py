@@ -275,10 +275,23 @@ class Pct(Strategy):
     runnable task always runs, and at the i-th change point the running task drops to
     priority ``i`` (below every initial priority). A bug of depth ``d`` among ``n``
     tasks and ``k`` steps is found by one run with probability at least ``1/(n k^(d-1))``.
+
+    Differs: tasks here stand for threads on *different* CPUs running in parallel, where one
+    that spin-waits (a fault retried while ksgxd holds the page, an IPI sender) cannot stop the
+    others. Strict priorities would starve the task it waits for forever, so a task that ran
+    ``max_run`` consecutive steps while others were runnable drops below every runnable task
+    (``max_run=None`` disables this and gives textbook PCT).
     """
 
-    def __init__(self, rng: random.Random, depth: int, expected_steps: int) -> None:
+    def __init__(
+        self, rng: random.Random, depth: int, expected_steps: int, max_run: int | None = 512
+    ) -> None:
         self._rng = _check_rng(rng)
+        if max_run is not None and (not isinstance(max_run, int) or isinstance(max_run, bool) or max_run < 1):
+            raise InvalidArgument(f"PCT max_run must be None or an int >= 1, got {max_run!r}")
+        self.max_run = max_run
+        self._last: Task | None = None
+        self._run = 0
         if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
             raise InvalidArgument(f"PCT depth must be an int >= 1, got {depth!r}")
         if (
@@ -301,7 +314,17 @@ class Pct(Strategy):
         if current is not None and step in self.change_points:
             current.priority = self.change_points[step]
         # max() keeps the first of equal keys: ties go to the older task.
-        return max(runnable, key=_PRIORITY)
+        task = max(runnable, key=_PRIORITY)
+        if task is self._last:
+            self._run += 1
+            if self.max_run is not None and self._run >= self.max_run and len(runnable) > 1:
+                task.priority = min(t.priority for t in runnable) - 1.0
+                task = max(runnable, key=_PRIORITY)
+                self._run = 0
+        else:
+            self._run = 0
+        self._last = task
+        return task
 
 
 class ReplayStrategy(Strategy):
