@@ -35,6 +35,7 @@ sketch (``aAviqeAdGn-w1GpK@google.com``).
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -83,10 +84,10 @@ _SGX_NAMES = {int(s): s.name for s in SgxStatus}
 
 def _result_name(ret: int) -> str:
     """A readable name for an SGX code, a kernel-encoded fault, or a -errno."""
-    import errno as _errno  # the kernel layer may use errno names for reports
-
+    if ret == -ERESTARTSYS:
+        return "-ERESTARTSYS"  # kernel-internal, not in errno.errorcode
     if ret < 0:
-        return f"-{_errno.errorcode.get(-ret, str(-ret))}"
+        return f"-{errno.errorcode.get(-ret, str(-ret))}"
     if E.encls_faulted(ret):
         return f"fault #{E.ENCLS_TRAPNR(ret)}"
     if ret == 0:
