@@ -398,6 +398,9 @@ class GuestMachine(Machine):
     def encls_begin(self, cpu: int, leaf: int) -> None:
         """As :meth:`Machine.encls_begin` on the vCPU; a leaf begun while the host runs
         EUPDATESVN on any logical processor is poisoned (#GP) as on bare metal."""
+        # vepc = "zap" (fixed default): the host halts vCPUs for the EPC-locked window, so no
+        # guest leaf initializes a page the zap already passed or overlaps EUPDATESVN.
+        self.vm.host.svn.vcpu_halt_point()
         super().encls_begin(cpu, leaf)
         if any(h.inflight == EnclsLeaf.EUPDATESVN for h in self.host.cpus):
             self.cpus[cpu].inflight_poisoned = True

@@ -105,7 +105,8 @@ class SvnConfig:
     ``"destructive"`` (teardown) or ``"non-destructive"`` (-EBUSY while any SGX user exists).
     ``rfc_v2_as_posted``: reproduce the posting's defects. ``only_if_svn_rises``: what-if
     impossible in Linux (Intel gives the kernel no metadata saying whether a patch affects SGX):
-    skip the teardown when no CPU's loaded SVN exceeds CPUSVN. ``update_at_init``: RFC v2 patch
+    skip the teardown when the minimum loaded SVN across CPUs (what EUPDATESVN would commit)
+    does not exceed CPUSVN. ``update_at_init``: RFC v2 patch
     10 (EUPDATESVN once after EPC sanitization, for kexec).
     """
 
@@ -210,6 +211,8 @@ class SgxSvn:
         self.sgx_zap_waitq = WaitQueue(sched, "sgx_zap_waitq")
         self.sgx_zap_abort_wait = False
         self.zap_waiting_count = AtomicInt(0)
+        #: vCPUs halted for the EPC-locked window (``vepc = "zap"``, see :meth:`vcpu_halt_point`).
+        self.vcpu_waitq = WaitQueue(sched, "sgx_vcpu_halt")
         # The microcode core's serialization of late loads (microcode_mutex).
         self.microcode_mutex = Mutex(sched, "microcode_mutex")
         # Linux 6.19: sgx_svn_lock serializes usage-count changes with EUPDATESVN.
@@ -268,6 +271,8 @@ class SgxSvn:
         k = self.k
         self.in_locked_window = False
         k.sgx_epc_locked = False
+        if self.vcpu_waitq.waiters:
+            k.sched.wake_all(self.vcpu_waitq)
         k.sgx_lock_epc_srcu.synchronize_srcu()
 
     # ------------------------------------------------------------------ patch 06: zapping
@@ -697,8 +702,9 @@ class SgxSvn:
 
         Models: arch/x86/kernel/cpu/microcode/core.c reload_store() / microcode_reload_late()
         (stop_machine) / microcode_check() (RFC v2 patch 09 hook).
-        Outcomes: 0 (loaded, or no newer patch: nothing done); -EINVAL (not a MicrocodePatch is
-        an InvalidArgument; a patch some CPU refuses (lower SVN) fails the load: -EIO).
+        Outcomes: 0 (loaded, or no newer patch: nothing done); -EIO (some CPU refused the patch,
+        e.g. a lower SVN: the load failed and no SGX procedure runs). A non-patch argument raises
+        InvalidArgument.
         """
         if not isinstance(patch, MicrocodePatch):
             raise InvalidArgument(f"patch must be a MicrocodePatch, got {patch!r}")
@@ -878,8 +884,9 @@ class SgxSvn:
     # ------------------------------------------------------------------ guards used by the driver
 
     def release_guard_begin(self) -> bool:
-        """[MODEL fix] Before a path that must run ENCLS and cannot fail (enclave/vEPC release):
-        wait out a running EUPDATESVN. Returns whether the guard was taken (pass it to
+        """[MODEL fix] Before a path that must run ENCLS and cannot fail with -EBUSY (enclave and
+        vEPC release, SGX_IOC_VEPC_REMOVE_ALL, KVM's EINIT on behalf of a guest): wait out a
+        running EUPDATESVN. Returns whether the guard was taken (pass it to
         :meth:`release_guard_end`). As posted, the release path is not guarded."""
         if self.as_posted:
             return False
@@ -889,6 +896,26 @@ class SgxSvn:
     def release_guard_end(self, taken: bool) -> None:
         if taken:
             self.sgx_update_rwsem.up_read()
+
+    def vcpu_halt_point(self) -> None:
+        """[MODEL fix] Where a vCPU is about to execute a guest ENCLS leaf natively: under
+        ``vepc = "zap"`` (fixed default) it stays halted while the host holds the EPC locked,
+        like the KVM halt/resume notifiers of a later variant of the series (eupdatesvn-linux.md
+        §2, "an unattributed later variant"). RFC v2 (``vepc = "skip"``) and the posting do not
+        halt guests. With no scheduler nothing can run concurrently, so there is nothing to wait.
+        """
+        from sgxsim.kernel.locking import NullScheduler
+
+        k = self.k
+        if (
+            self.config.vepc != "zap"
+            or self.as_posted
+            or not k.sgx_epc_locked
+            or isinstance(k.sched, NullScheduler)
+        ):
+            return
+        k.count("vcpu_halts")
+        self.vcpu_waitq.wait_event(lambda: not k.sgx_epc_locked)
 
     def guard_unguarded_ioctls(self) -> bool:
         """Whether EINIT and PROVISION check the EPC lock (fixed) or not (as posted)."""

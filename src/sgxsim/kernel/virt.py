@@ -174,6 +174,14 @@ def sgx_vepc_remove_all(k: Kernel, vepc: SgxVepc) -> int:
     children (user space must call again); -EBUSY on any other failure (SGX_ENCLAVE_ACT, #GP
     from a concurrent EREMOVE; a #PF WARNs).
     """
+    guard = k.svn.release_guard_begin()
+    try:
+        return _sgx_vepc_remove_all(k, vepc)
+    finally:
+        k.svn.release_guard_end(guard)
+
+
+def _sgx_vepc_remove_all(k: Kernel, vepc: SgxVepc) -> int:
     failures = 0
     for index in sorted(vepc.page_array):
         ret = sgx_vepc_remove_page(k, vepc.page_array[index])
@@ -353,10 +361,14 @@ def sgx_virt_einit(k: Kernel, sigstruct: int, token: int, secs: int, lepubkeyhas
     if k.config.sgx_lc:
         k.sgx_update_lepubkeyhash(cpu, lepubkeyhash)
     idx = k.page_of(secs_phys)
-    if idx is None:
-        ret = E.encls_result(k.machine.encls(cpu, 2, sig, secs_phys, tok))
-    else:
-        ret = E.einit(k, sig, idx, tok)
+    guard = k.svn.release_guard_begin()  # [MODEL fix] never beside EUPDATESVN
+    try:
+        if idx is None:
+            ret = E.encls_result(k.machine.encls(cpu, 2, sig, secs_phys, tok))
+        else:
+            ret = E.einit(k, sig, idx, tok)
+    finally:
+        k.svn.release_guard_end(guard)
     if E.encls_faulted(ret):
         return -U.EFAULT, E.ENCLS_TRAPNR(ret)
     return ret, 0

@@ -1,7 +1,7 @@
 """Exploration programs for SGX-aware late microcode loading (issue 4, "concurrency that can be trusted").
 
-Each named scenario builds a small world for one schedule — a machine (32-64 EPC pages, 4-6
-logical CPUs), a :class:`~sgxsim.kernel.main.Kernel` on the
+Each named scenario builds a small world for one schedule — a machine (48 or 56 EPC pages,
+4 logical CPUs), a :class:`~sgxsim.kernel.main.Kernel` on the
 :class:`~sgxsim.sim.sched.DeterministicScheduler`, ksgxd as a daemon task, and tasks for an
 updater and for processes that build, enter, fault and release enclaves or run a VM — and is
 explored by :func:`sgxsim.sim.explore.explore` with these invariants after every step:
@@ -10,14 +10,13 @@ explored by :func:`sgxsim.sim.explore.explore` with these invariants after every
     no EPC page becomes valid in the EPCM and none is allocated between the return of the
     writer's ``synchronize_srcu()`` and ``sgx_unlock_epc()`` (``k.svn.in_locked_window``);
 ``eupdatesvn-empty-epc``
-    EUPDATESVN never succeeds (CR_BASE_PK replaced) while any EPC page is valid;
+    EUPDATESVN never succeeds (CR_BASE_PK replaced) while any EPC page is valid; and when one
+    succeeded, every enclave that exists is dead (``SGX_ENCL_DEAD`` in the fixed kernel,
+    released, or — as posted, where the kernel never marks them — without a valid SECS in the
+    EPCM) and CPUSVN equals ``machine.min_loaded_svn()``;
 ``eupdatesvn-usage-zero``
     under ``linux-6.19-on-open`` (and the non-destructive trigger) EUPDATESVN is in flight, or
     succeeds, only while the SGX usage count is zero;
-``dead-after-update``
-    when an EUPDATESVN succeeded every enclave that exists is dead: ``SGX_ENCL_DEAD`` (fixed
-    kernel), released (refcount 0), or — as posted, where the kernel never marks them — without
-    a valid SECS in the EPCM; and CPUSVN equals ``machine.min_loaded_svn()``;
 ``update-records``
     every finished update record is consistent: no SGX_LOCKFAIL (another leaf overlapped
     EUPDATESVN), an SGX_EPC_NOT_READY result is logged, ``k.svn.validate()`` is clean;
@@ -74,6 +73,7 @@ from sgxsim.hw.epc import EpcSectionConfig
 from sgxsim.hw.machine import DEFAULT_EPC_BASE, Machine, MachineConfig
 from sgxsim.kernel import uapi as U  # noqa: N812
 from sgxsim.kernel.encl import SGX_ENCL_CREATED, SGX_ENCL_DEAD
+from sgxsim.kernel.kvm import Vm, VmConfig
 from sgxsim.kernel.main import SGX_NR_HIGH_PAGES, Kernel, validate_epc
 from sgxsim.kernel.printk import KernelLog
 from sgxsim.kernel.process import Process, ProcessSignal
@@ -258,6 +258,13 @@ class SvnWorld:
     leave_on_ipi: set[int] = field(default_factory=set)
     #: ioctl-race: racers whose enclave is added and waits for EINIT.
     ready: int = 0
+    #: guest-*: the VM (VMM process on the host) and its booted guest kernel.
+    vm: Vm | None = None
+    guest: Kernel | None = None
+    #: guest-*: the guest process built its first enclave / saw it lost / rebuilt it.
+    guest_built: bool = False
+    guest_lost: int = 0
+    guest_rebuilt: int = 0
 
     @property
     def k(self) -> Kernel:
