@@ -696,7 +696,7 @@ def test_sim_clock() -> None:
     assert repr(c) == "SimClock(0.000000)"
 
 
-def test_pct_demotes_a_task_that_runs_max_run_steps_while_others_wait() -> None:
+def test_pct_boosts_a_task_passed_over_max_run_times() -> None:
     """A spin-waiting high-priority task cannot starve the task it waits for (fair PCT variant);
     with max_run=None (textbook PCT) the same program never terminates within the bound."""
 

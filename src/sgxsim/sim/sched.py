@@ -278,8 +278,8 @@ class Pct(Strategy):
 
     Differs: tasks here stand for threads on *different* CPUs running in parallel, where one
     that spin-waits (a fault retried while ksgxd holds the page, an IPI sender) cannot stop the
-    others. Strict priorities would starve the task it waits for forever, so a task that ran
-    ``max_run`` consecutive steps while others were runnable drops below every runnable task
+    others. Strict priorities would starve the task it waits for forever, so a runnable task
+    passed over ``max_run`` consecutive decisions becomes the highest-priority task
     (``max_run=None`` disables this and gives textbook PCT).
     """
 
@@ -290,8 +290,8 @@ class Pct(Strategy):
         if max_run is not None and (not isinstance(max_run, int) or isinstance(max_run, bool) or max_run < 1):
             raise InvalidArgument(f"PCT max_run must be None or an int >= 1, got {max_run!r}")
         self.max_run = max_run
-        self._last: Task | None = None
-        self._run = 0
+        #: Consecutive decisions each runnable task was passed over (by task id).
+        self._waited: dict[int, int] = {}
         if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
             raise InvalidArgument(f"PCT depth must be an int >= 1, got {depth!r}")
         if (
@@ -315,15 +315,24 @@ class Pct(Strategy):
             current.priority = self.change_points[step]
         # max() keeps the first of equal keys: ties go to the older task.
         task = max(runnable, key=_PRIORITY)
-        if task is self._last:
-            self._run += 1
-            if self.max_run is not None and self._run >= self.max_run and len(runnable) > 1:
-                task.priority = min(t.priority for t in runnable) - 1.0
-                task = max(runnable, key=_PRIORITY)
-                self._run = 0
-        else:
-            self._run = 0
-        self._last = task
+        if self.max_run is None or len(runnable) == 1:
+            return task
+        waited = self._waited
+        starved: Task | None = None
+        for t in runnable:
+            if t is task:
+                waited[t.tid] = 0
+            else:
+                n = waited.get(t.tid, 0) + 1
+                waited[t.tid] = n
+                if n >= self.max_run and (starved is None or n > waited[starved.tid]):
+                    starved = t
+        if starved is not None:
+            # Passed over max_run times in a row while runnable: it becomes the top priority.
+            starved.priority = task.priority + 1.0
+            waited[starved.tid] = 0
+            waited[task.tid] = 1
+            return starved
         return task
 
 
