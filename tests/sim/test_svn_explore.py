@@ -67,7 +67,8 @@ def test_ci_exploration_finds_no_violation(kit: EnclaveKit, name: str, schedules
 def test_scenario_list_and_bad_name() -> None:
     assert {"success", "ipi", "reenter", "release-wait", "release-abort", "ioctl-race", "vepc-skip",
             "vepc-zap", "entropy", "entropy-starved", "kexec-init", "trigger-destructive",
-            "trigger-nondestructive", "linux-6.19"} <= set(scenario_names())  # fmt: skip
+            "trigger-nondestructive", "linux-6.19", "guest-zap",
+            "guest-skip"} <= set(scenario_names())  # fmt: skip
     assert SCENARIOS["success"].schedules_ci == SCENARIOS["ipi"].schedules_ci == 1000
     assert SCENARIOS["release-wait"].schedules_ci == 1000
     with pytest.raises(InvalidArgument):
@@ -198,6 +199,29 @@ def test_linux_619_updates_only_at_zero_usage(kit: EnclaveKit) -> None:
             assert w.k.sgx_usage_count == 0
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_guest_zap_guest_loses_epc_and_rebuilds(kit: EnclaveKit, seed: int) -> None:
+    w, sched = run_world(kit, "guest-zap", seed)
+    with sched:
+        (rec,) = w.updates("late_load")
+        assert rec.result_name == "SUCCESS" and rec.vepc_pages_zapped == w.vm.config.epc_pages[0]
+        assert w.guest_built and w.guest_lost == 1 and w.guest_rebuilt == 1
+        assert any(e[1] == "enclave_lost" for e in w.events) and not w.errors and not w.guest_problems
+        assert w.guest is not None and w.guest.log.warn_count == 0 and w.k.log.warn_count == 0
+        assert not w.k.vepcs and not w.k.svn.vcpu_kickers  # the VMM exited and unregistered
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_guest_skip_not_ready_and_the_guest_keeps_its_enclave(kit: EnclaveKit, seed: int) -> None:
+    w, sched = run_world(kit, "guest-skip", seed)
+    with sched:
+        (rec,) = w.updates("late_load")
+        assert rec.result == SgxStatus.SGX_EPC_NOT_READY and rec.vepc_pages_zapped == 0
+        assert w.guest_built and w.guest_lost == 0 and w.guest_rebuilt == 0
+        assert w.k.stats.get("vcpu_halts", 0) == 0  # skip never halts vCPUs
+        assert "EPC not ready" in w.k.log.format()
+
+
 # ------------------------------------------------------------------------------------ as posted
 
 
@@ -283,4 +307,18 @@ def test_full_sweep(kit: EnclaveKit, name: str, strategy: str) -> None:
     r = explore(
         svn_program(name, kit=kit), 2000, seed=11, strategy=strategy, max_steps=SCENARIOS[name].max_steps
     )
+    assert r.ok, r.summary() + "\n" + (r.violations[0].message if r.violations else "")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["random", "pct"])
+def test_guest_as_posted_sweep(kit: EnclaveKit, strategy: str) -> None:
+    """As posted, vCPUs are neither halted nor kicked: under zap a guest leaf initializes a
+    page inside the locked window or the zap gives up (-EBUSY + WARN); skip stays clean."""
+    r = explore(svn_program("guest-zap@as-posted", kit=kit), 2000, seed=11, strategy=strategy,
+                max_steps=SCENARIOS["guest-zap"].max_steps, stop_on_first=False)  # fmt: skip
+    kinds = {v.invariant for v in r.violations}
+    assert kinds & {"locked-window", "no-unexpected-warn"}, r.summary()
+    r = explore(svn_program("guest-skip@as-posted", kit=kit), 2000, seed=11, strategy=strategy,
+                max_steps=SCENARIOS["guest-skip"].max_steps)  # fmt: skip
     assert r.ok, r.summary() + "\n" + (r.violations[0].message if r.violations else "")

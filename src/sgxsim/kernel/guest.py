@@ -44,7 +44,7 @@ from sgxsim.hw.machine import Dram, Machine, MachineConfig
 if TYPE_CHECKING:
     from sgxsim.kernel.kvm import Ept, Vm
 
-__all__ = ["GuestDram", "GuestEpc", "GuestMachine"]
+__all__ = ["GuestDram", "GuestEpc", "GuestMachine", "Vcpu"]
 
 V = TypeVar("V")
 
@@ -277,6 +277,19 @@ class GuestDram(Dram):
     @property
     def pages_in_use(self) -> int:
         return self.vm.ram_pages_backed()
+
+
+class Vcpu(LogicalProcessor):
+    """[MODEL fix] A vCPU: loading a user page table to run guest code (the vDSO does it before
+    every EENTER/ERESUME) is where a vCPU the host halted waits (``host_svn.vcpu_halt_point``),
+    so a vCPU kicked out of a guest enclave during the EPC-locked window does not re-enter it."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "page_table" and value is not None:
+            svn = self.__dict__.get("host_svn")
+            if svn is not None:
+                svn.vcpu_halt_point()
+        super().__setattr__(name, value)
 
 
 class GuestMachine(Machine):

@@ -70,7 +70,7 @@ from sgxsim.hw.epc import EpcSectionConfig
 from sgxsim.hw.machine import MachineConfig
 from sgxsim.kernel import uapi as U  # noqa: N812
 from sgxsim.kernel import virt
-from sgxsim.kernel.guest import GuestMachine
+from sgxsim.kernel.guest import GuestMachine, Vcpu
 from sgxsim.kernel.main import Kernel, KernelConfig
 from sgxsim.kernel.process import FIXED, Process, _fault_in
 
@@ -374,9 +374,10 @@ class Vm:
         self.encls_bitmap = encls_exiting_bitmap(
             self.guest_sgx1, self.guest_sgx2, self.sgx_intercept_encls_ecreate(host_cpuid), host.config.sgx_lc
         )
-        vcpus = [LogicalProcessor(i, 0, hm.cpus[cpu].ucode) for i in range(cfg.vcpus)]
+        vcpus: list[LogicalProcessor] = [Vcpu(i, 0, hm.cpus[cpu].ucode) for i in range(cfg.vcpus)]
         for lp in vcpus:
             lp.le_pubkey_hash = KVM_SGX_LEPUBKEYHASH_DEFAULT
+            lp.__dict__["host_svn"] = host.svn
         guest_config = MachineConfig(
             sockets=1,
             cpus_per_socket=cfg.vcpus,
@@ -394,6 +395,7 @@ class Vm:
         #: The guest's view of the platform: boot a Kernel on it (:meth:`boot`).
         self.machine = GuestMachine(self, guest_config, vcpus, ram)
         self.guest: Kernel | None = None
+        host.svn.vcpu_kickers.append(self.kick_vcpus)
 
     def __repr__(self) -> str:
         return f"Vm({self.proc.name!r}, epc_pages={self.config.epc_pages}, alive={self.alive})"
@@ -502,7 +504,28 @@ class Vm:
         if not self.alive:
             return
         self.alive = False
+        if self.kick_vcpus in self.host.svn.vcpu_kickers:
+            self.host.svn.vcpu_kickers.remove(self.kick_vcpus)
         self.proc.exit()
+
+    def kick_vcpus(self) -> None:
+        """Force every vCPU executing guest enclave code out (AEX) and wait until it left
+        enclave mode.
+
+        Models: the host IPI reaching the physical CPU a vCPU runs on (a VM exit for the
+        external interrupt; an enclave in the guest takes an AEX first), i.e. kvm_vcpu_kick().
+        Differs: vCPUs are not pinned to host CPUs here, so the host's IPI code kicks them
+        explicitly; the wait uses the guest kernel's IPI wait queue (its vDSO exit path wakes it).
+        """
+        from sgxsim.kernel.locking import NullScheduler
+
+        targets = [lp for lp in self.machine.cpus if lp.in_enclave]
+        for lp in targets:
+            lp.pending_interrupt = True
+        g = self.guest
+        if not targets or g is None or isinstance(g.sched, NullScheduler):
+            return
+        g.ipi_waitq.wait_event(lambda: not any(lp.in_enclave and lp.pending_interrupt for lp in targets))
 
     # -- ENCLS exits ----------------------------------------------------------------------
 

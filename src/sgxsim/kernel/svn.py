@@ -36,6 +36,7 @@ sketch (``aAviqeAdGn-w1GpK@google.com``).
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -213,6 +214,9 @@ class SgxSvn:
         self.zap_waiting_count = AtomicInt(0)
         #: vCPUs halted for the EPC-locked window (``vepc = "zap"``, see :meth:`vcpu_halt_point`).
         self.vcpu_waitq = WaitQueue(sched, "sgx_vcpu_halt")
+        #: [MODEL fix] KVM's vCPU kick, one per VM (``Vm`` registers it): forces every vCPU in
+        #: enclave mode out (AEX) and waits for it, as the IPI does for a host CPU.
+        self.vcpu_kickers: list[Callable[[], None]] = []
         # The microcode core's serialization of late loads (microcode_mutex).
         self.microcode_mutex = Mutex(sched, "microcode_mutex")
         # Linux 6.19: sgx_svn_lock serializes usage-count changes with EUPDATESVN.
@@ -432,6 +436,11 @@ class SgxSvn:
         tries = 0
         while ret and not E.encls_faulted(ret) and tries < SGX_ZAP_RETRIES:
             tries += 1
+            if not self.as_posted:
+                # [MODEL fix] the IPI reaches the CPUs running vCPUs: a vCPU in a guest
+                # enclave exits to KVM (AEX) like a host thread would.
+                for kick in list(self.vcpu_kickers):
+                    kick()
             k.on_each_cpu_mask(set(range(len(k.machine.cpus))))
             ret = E.eremove(k, page)
         if ret:

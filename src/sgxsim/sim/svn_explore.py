@@ -29,6 +29,10 @@ After the schedule completes (every process exited): ``epc-clean`` (``validate_e
 ``outcome`` (the update's result is one the scenario allows). The engine adds "terminates"
 (step bound), "no-deadlock", "no-task-exception" and "no kernel WARN beyond the scenario's".
 
+``guest-zap`` / ``guest-skip`` boot a guest kernel on a 48-page vEPC (host: 56 pages) and
+add ``guest-no-warn`` (per step) and ``guest-clean`` (the guest's EPC accounting when its
+process exited; under zap a zapped guest saw the loss and rebuilt, under skip it lost nothing).
+
 Every scenario also runs with ``rfc_v2_as_posted = True`` (program name ``NAME@as-posted``);
 the exploration then finds the posting's defects (the reclaimer EBLOCKing zapped pages, EINIT
 overlapping EUPDATESVN, the unguarded release-path EREMOVE).
@@ -265,6 +269,8 @@ class SvnWorld:
     guest_built: bool = False
     guest_lost: int = 0
     guest_rebuilt: int = 0
+    #: guest-*: what validate_epc(guest, expect_empty=True) found when the guest process exited.
+    guest_problems: list[str] = field(default_factory=list)
 
     @property
     def k(self) -> Kernel:
@@ -872,6 +878,96 @@ def _setup_619(w: SvnWorld) -> None:
     w.spawn(opener, "userB", 3, name="userB", cpu=3)
 
 
+#: guest-*: the VM's EPC (one vEPC section, prealloc'ed from the host's 56 pages) and RAM.
+_GUEST_EPC_PAGES: Final = 48
+_GUEST_RAM_PAGES: Final = 512
+#: guest-*: PUT/GET rounds the guest process makes at most (it stops one round after the update).
+_GUEST_ROUNDS: Final = 200
+
+
+def _guest_build(w: SvnWorld, proc: Process, retries: int = 30) -> EnclHandle | None:
+    """Build the kit enclave in a guest process (bounded retries on the scenario's errnos)."""
+    g = w.guest
+    assert g is not None
+    h = _build_retrying(w, proc, retries)
+    if h is not None:
+        h.encl_id = max(g.enclaves) if g.enclaves else -1
+    return h
+
+
+def _guest_task(w: SvnWorld, name: str, cpu: int) -> None:
+    """A guest process: build the enclave, PUT/GET until one round after the update finished;
+    a call that faults (EPC loss) makes it close the enclave and build it anew. Then the
+    process exits, the guest's EPC accounting is checked and the VMM exits (vEPC released)."""
+    g, vm = w.guest, w.vm
+    assert g is not None and vm is not None
+    proc = Process(g, name, cpu=cpu)
+    value = 0x6700
+    try:
+        h = _guest_build(w, proc)
+        w.guest_built = True
+        after = 0
+        for _ in range(_GUEST_ROUNDS):
+            if h is None:
+                break
+            value += 1
+            ok, _ = enclave_call(h, _Op(type=OP_PUT, value=value))
+            if ok:
+                ok, out = enclave_call(h, _Op(type=OP_GET))
+                if ok and out.value != value:
+                    w.errors.append(f"{name}: guest enclave {h.encl_id} read {out.value:#x}, put {value:#x}")
+            if not ok:
+                w.guest_lost += 1
+                w.note("enclave_lost", f"guest encl {h.encl_id}")
+                # Tear down as a loader does (unmap, close): the dead enclave is released now
+                # (EREMOVE of its invalid pages), not at exit; see the report on guest reclaim.
+                proc.munmap(h.base, w.kit.size)
+                proc.close(h.fd)
+                h = _guest_build(w, proc)
+                if h is not None:
+                    w.guest_rebuilt += 1
+                continue
+            if "updater" in w.done:
+                after += 1
+                if after >= 2:
+                    break
+            w.sched.sleep_ns(10_000)
+        if h is not None:
+            proc.close(h.fd)
+    finally:
+        if not proc.exited:
+            proc.exit()
+        rep = validate_epc(g, expect_empty=True)
+        w.guest_problems.extend(rep.problems)
+        if g.enclaves:
+            w.guest_problems.append(f"guest enclaves {sorted(g.enclaves)} remain after the process exited")
+        vm.shutdown()
+        w.done.add(name)
+
+
+def _setup_guest(w: SvnWorld) -> None:
+    """A VM (QEMU + KVM, prealloc'ed vEPC) with a booted guest kernel; a guest process builds
+    and runs the enclave on vCPU 3 while the host's updater reloads microcode."""
+    _spawn_common(w)
+    sched = w.sched
+    vm = Vm(
+        w.k,
+        VmConfig(epc_pages=(_GUEST_EPC_PAGES,), ram_pages=_GUEST_RAM_PAGES, vcpus=w.scenario.cpus),
+        name="qemu",
+        cpu=3,
+    )
+
+    def guest_enclave_step(lp: LogicalProcessor) -> None:
+        sched.charge(ENCLAVE_ACCESS_NS)
+        sched.preempt("guest-enclave")
+
+    vm.machine.on_enclave_step = guest_enclave_step
+    w.vm = vm
+    w.guest = vm.boot(sched=sched)
+    w.spawn(_guest_task, w, "guest-app", 3, name="guest-app", cpu=3)
+    w.spawn(reload_task, w, None, lambda: w.guest_built or "guest-app" in w.done, name="updater", cpu=0)
+
+
 # --------------------------------------------------------------------------------------------
 # Scenarios
 
@@ -945,6 +1041,10 @@ _SCENARIO_LIST: Final = (
        _setup_619, policy="linux-6.19-on-open", trigger="open",
        outcomes=frozenset({"SUCCESS", "SGX_NO_UPDATE"}),
        allowed_errnos=frozenset({"EBUSY", "EIO", "EAGAIN"})),
+    _S("guest-zap", "a booted guest runs an enclave: its pages are EREMOVE'd, the guest rebuilds",
+       _setup_guest, vepc="zap"),
+    _S("guest-skip", "a booted guest runs an enclave: its pages are skipped, EPC_NOT_READY",
+       _setup_guest, outcomes=frozenset({"SGX_EPC_NOT_READY"})),
 )  # fmt: skip
 
 #: Builtin scenarios by name.
@@ -1065,15 +1165,25 @@ def _inv_user(w: SvnWorld) -> str | None:
     return w.errors[0] if w.errors else None
 
 
+def _inv_guest_warn(w: SvnWorld) -> str | None:
+    g = w.guest
+    if g is None or not g.log.warn_count:
+        return None
+    return f"guest kernel WARN: {g.log.warnings[0]}"
+
+
 def svn_invariants(w: SvnWorld) -> list[Invariant[SvnWorld]]:
-    """The per-step invariants (see the module docstring)."""
-    return [
+    """The per-step invariants (see the module docstring; guest-* add ``guest-no-warn``)."""
+    invs = [
         Invariant("locked-window", _inv_locked_window),
         Invariant("eupdatesvn-empty-epc", _inv_eupdatesvn),
         Invariant("eupdatesvn-usage-zero", _inv_usage_zero),
         Invariant("update-records", _inv_records),
         Invariant("user-visible", _inv_user),
     ]
+    if w.vm is not None:
+        invs.append(Invariant("guest-no-warn", _inv_guest_warn))
+    return invs
 
 
 def _final_epc(w: SvnWorld) -> str | None:
@@ -1112,12 +1222,30 @@ def _final_outcome(w: SvnWorld) -> str | None:
     return None
 
 
+def _final_guest(w: SvnWorld) -> str | None:
+    """guest-*: the guest's EPC accounting was clean when its process exited; under zap, a
+    guest whose pages were EREMOVE'd saw the loss and rebuilt; under skip it lost nothing."""
+    if w.guest_problems:
+        return "guest EPC: " + "; ".join(w.guest_problems[:3])
+    if not w.guest_built:
+        return "the guest never built its enclave"
+    zapped = sum(r.vepc_pages_zapped for r in w.updates())
+    if w.scenario.vepc == "skip" and (zapped or w.guest_lost):
+        return f"vepc=skip: {zapped} guest page(s) zapped, {w.guest_lost} loss(es) seen"
+    if w.scenario.vepc == "zap" and not w.as_posted and zapped and not (w.guest_lost and w.guest_rebuilt):
+        return f"{zapped} guest page(s) zapped; {w.guest_lost} loss(es), {w.guest_rebuilt} rebuild(s) seen"
+    return None
+
+
 def _finals(w: SvnWorld) -> list[Invariant[SvnWorld]]:
-    return [
+    finals = [
         Invariant("epc-clean", _final_epc),
         Invariant("no-dram-leak", _final_dram),
         Invariant("outcome", _final_outcome),
     ]
+    if w.vm is not None:
+        finals.append(Invariant("guest-clean", _final_guest))
+    return finals
 
 
 # --------------------------------------------------------------------------------------------

@@ -561,7 +561,9 @@ class TraceRecorder:
 
     def _drop_category(self, cat: str) -> None:
         kept = [ev for ev in self._events if ev.cat != cat]
-        self._dropped[cat] = self._dropped.get(cat, 0) + len(self._events) - len(kept)
+        # A merged slice stands for ``count`` recorded slices: all of them are dropped.
+        gone = sum(ev.count for ev in self._events if ev.cat == cat)
+        self._dropped[cat] = self._dropped.get(cat, 0) + gone
         self._dropped_cats.add(cat)
         self._events = kept
         self._last_slice = {t: ev for t, ev in self._last_slice.items() if ev.cat != cat}
