@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import types
+from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sgxsim.errors import InvalidArgument, ScenarioError
+from sgxsim.hw.arch import PAGE_SIZE, PageType, cpusvn_le, secinfo_flags
+from sgxsim.hw.crypto import Measurement
+from sgxsim.kernel import uapi
+from sgxsim.kernel.process import Process
+from sgxsim.sdk import loader
+from sgxsim.sdk.image import EnclaveImage, Segment
+from sgxsim.sdk.sign import sign_enclave
+from sgxsim.sim import runner as runner_mod
 from sgxsim.sim.inspect import inspect_runner, inspect_schema
 from sgxsim.sim.report import report_schema
 from sgxsim.sim.runner import WHAT_IF_LABEL, WHAT_IF_POLICY, Runner
-from sgxsim.sim.scenario import parse_scenario
+from sgxsim.sim.scenario import EpcSectionSpec, load_scenario, parse_scenario
 from sgxsim.sim.timeline import COMPARISON_METRICS
 
 BASE = """\
@@ -251,3 +265,151 @@ def test_inspect_filters_and_schema() -> None:
         inspect_runner(r, enclave="nope")
     with pytest.raises(InvalidArgument, match="state"):
         inspect_runner(r, state="weird")
+
+
+# ---------------------------------------------------------------------------------------
+# Large enclaves: bounded source window, measurement in runs, sliced EPC counts
+
+LARGE_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "large-epc-512gib.toml"
+
+
+def _image(segs: list[tuple[int, bool, bool]]) -> EnclaveImage:
+    """Segments back to back from (pages, measured, tcs); data on the first page of each."""
+    out: list[Segment] = []
+    off = 0
+    for i, (n, measured, tcs) in enumerate(segs):
+        flags = secinfo_flags(PageType.PT_TCS, 0) if tcs else secinfo_flags(PageType.PT_REG, 3)
+        data = bytes([i + 1]) * 100 if not tcs else b""
+        out.append(Segment(f"s{i}", off, n * PAGE_SIZE, flags, measured, data))
+        off += n * PAGE_SIZE
+    size = 1 << max(13, (off - 1).bit_length())
+    return EnclaveImage(tuple(out), size)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 40), st.booleans(), st.booleans()), min_size=1, max_size=5),
+    st.integers(1, 5),
+)
+def test_image_measurement_in_runs_equals_page_by_page(segs: list[tuple[int, bool, bool]], ssa: int) -> None:
+    """MRENCLAVE with unmeasured segments hashed in runs (eadd_many) equals the EADD/EEXTEND
+    sequence page by page, whatever the mix of measured, unmeasured and TCS segments."""
+    image = dataclasses.replace(_image(segs), ssa_frame_size=ssa)
+    want = Measurement.ecreate(ssa, image.size)
+    for offset, flags, data, measured in image.pages():
+        hashed = flags & ~0x7 if (flags >> 8) & 0xFF == PageType.PT_TCS else flags
+        want.eadd(offset, hashed)
+        if measured:
+            for c in range(0, PAGE_SIZE, 256):
+                want.eextend(offset + c, data[c : c + 256])
+    got = image.measurement()
+    assert got.update_count == want.update_count
+    assert image.mrenclave() == want.finalize()
+
+
+@pytest.mark.parametrize("window_pages", [1, 3, 1 << 14])
+def test_loader_adds_large_segments_through_a_bounded_window(
+    monkeypatch: pytest.MonkeyPatch, window_pages: int
+) -> None:
+    """Segments larger than the window take one ADD_PAGES per window at successive offsets, from
+    sources no larger than the window; EINIT accepts the signer's MRENCLAVE (measured data pages
+    and zero pages alike) and every page is in the EPC with its contents."""
+    monkeypatch.setattr(loader, "ADD_PAGES_WINDOW", window_pages * PAGE_SIZE)
+    r = Runner(parse_scenario(scenario(duration="1s")))
+    image = _image(
+        [(1, True, True), (7, True, False), (2, False, False), (9, False, False), (5, True, False)]
+    )
+    data = bytes(range(256)) * 64 + b"\x01" * 5000  # two pages and a bit of data in six pages
+    data_seg = Segment("data", image.src_size, 6 * PAGE_SIZE, secinfo_flags(PageType.PT_REG, 3), True, data)
+    image = dataclasses.replace(image, segments=(*image.segments, data_seg))
+    sig = sign_enclave(image, r._isv_key)
+    proc = Process(r.kernel, "loader-test", cpu=0)
+    calls: list[tuple[int, int, int]] = []
+    allocs: list[int] = []
+    ioctl, alloc = proc.ioctl, proc.alloc
+
+    def spy_ioctl(fd: int, request: int, arg: object = 0) -> int:
+        if request == uapi.SGX_IOC_ENCLAVE_ADD_PAGES:
+            assert isinstance(arg, uapi.sgx_enclave_add_pages)
+            calls.append((int(arg.offset), int(arg.length), int(arg.flags)))
+        return ioctl(fd, request, arg)
+
+    def spy_alloc(data: bytes | int, prot: int = uapi.PROT_READ | uapi.PROT_WRITE) -> int:
+        allocs.append(data if isinstance(data, int) else len(data))
+        return alloc(data, prot)
+
+    monkeypatch.setattr(proc, "ioctl", spy_ioctl)
+    monkeypatch.setattr(proc, "alloc", spy_alloc)
+    encl = loader.load_enclave(proc, image, sigstruct=sig)
+    window = window_pages * PAGE_SIZE
+    want = [
+        (seg.offset + o, min(window, seg.size - o), uapi.SGX_PAGE_MEASURE if seg.measure else 0)
+        for seg in image.segments
+        for o in range(0, seg.size, min(window, seg.size))
+    ]
+    assert calls == want
+    assert max(allocs) <= max(window, PAGE_SIZE)
+    epc = r.machine.epc
+    valid = np.flatnonzero(epc.epcm.valid)
+    by_lin = dict(zip(epc.epcm.linaddr[valid].tolist(), valid.tolist(), strict=True))
+    for offset, _flags, data, _measured in image.pages():
+        assert epc.read(by_lin[encl.base + offset]) == data
+    encl.close()
+    proc.exit()
+
+
+def test_owner_counts_do_not_depend_on_the_slice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """EPC use per enclave counted slice by slice equals one pass over the whole EPC."""
+    text = scenario(RECOVER_AND_LOAD)
+    r, res = run(text)
+    whole = runner_mod._owner_counts(r.kernel)
+    monkeypatch.setattr(runner_mod, "_COUNT_SLICE", 1000)
+    sliced = runner_mod._owner_counts(r.kernel)
+    assert [a.tolist() for a in whole] == [a.tolist() for a in sliced]
+    _r2, res2 = run(text)
+    assert res2.timeline.epc_pages == res.timeline.epc_pages
+    assert res2.report.to_json() == res.report.to_json()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 4), st.integers(0, 6), st.integers(1, 300)), min_size=1, max_size=30),
+    st.integers(1, 700),
+)
+def test_owner_counts_match_a_per_page_histogram(runs: list[tuple[int, int, int]], slice_pages: int) -> None:
+    """Counting by runs or page by page, in any slice size: the plain histogram of enclave-owned
+    (ENCL_PAGE, SECS, VA_PAGE) and of vEPC pages by owner id."""
+    kinds = np.repeat(np.array([k for k, _, _ in runs], dtype=np.uint8), [n for _, _, n in runs])
+    ids = np.repeat(np.array([i for _, i, _ in runs], dtype=np.int32), [n for _, _, n in runs])
+    fake = types.SimpleNamespace(epc_owner_kind=kinds, epc_owner_id=ids)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runner_mod, "_COUNT_SLICE", slice_pages)
+        counts, vepc = runner_mod._owner_counts(fake)  # type: ignore[arg-type]
+    encl = (kinds >= 1) & (kinds <= 3)
+    want_c = np.bincount(ids[encl], minlength=max(len(counts), 1))
+    want_v = np.bincount(ids[kinds == 4], minlength=max(len(vepc), 1))
+    assert counts.tolist() == want_c.tolist() and vepc.tolist() == want_v.tolist()
+
+
+def test_large_example_scaled_down_fills_swaps_and_zaps() -> None:
+    """examples/large-epc-512gib.toml at 1/256 scale (2 GiB EPC, 16 enclaves, image sizes scaled
+    alike): the EPC is fully in use with some pages swapped out, then the late load raises the SVN
+    and the RFC v2 teardown zaps every resident page and destroys all 16 enclaves."""
+    s = load_scenario(LARGE_EXAMPLE)
+    machine = dataclasses.replace(s.machine, epc_sections=(EpcSectionSpec(2 << 30, 0),))
+    workloads = tuple(dataclasses.replace(w, image_size=w.image_size // 256) for w in s.workloads)
+    s = dataclasses.replace(s, machine=machine, workloads=workloads)
+    r = Runner(s)
+    res = r.run()
+    npages = r.machine.epc.npages
+    rows = res.report.enclaves
+    assert len(rows) == 16 and all(e.state == "exited" for e in rows)
+    assert sum(e.epc_pages_peak for e in rows) >= npages - 16
+    assert r.kernel.stats.get("pages_reclaimed", 0) > 0
+    assert "the reclaimer swapped" in "\n".join(res.report.narrative)
+    zapped = res.metrics["epc_pages_zapped"]
+    assert isinstance(zapped, int) and npages - 64 <= zapped <= npages
+    assert res.metrics["enclaves_destroyed"] == 16 and res.metrics["svn_updates_ok"] == 1
+    (step,) = res.timeline.cpusvn_steps
+    assert cpusvn_le(bytes.fromhex(step.old), bytes.fromhex(step.new)) and step.old != step.new
+    assert res.report.warnings == 0

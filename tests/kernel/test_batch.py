@@ -182,3 +182,25 @@ def test_eremove_many_equals_single(world) -> None:  # type: ignore[no-untyped-d
         e.pages.erase(pfn)
         e.page_cnt -= 1
     world.check()
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 3000), st.integers(0, 7)), max_size=60),
+    st.integers(0, 3000),
+    st.integers(0, 3000),
+    st.integers(0, 7),
+)
+@settings(max_examples=100, deadline=None)
+def test_all_prot_equals_per_entry_check(
+    entries: list[tuple[int, int]], lo: int, span: int, bits: int
+) -> None:
+    """EnclPages.all_prot (the batch path of sgx_encl_may_map) answers as checking every present
+    entry of pfns(lo, hi) would."""
+    from sgxsim.kernel.encl import EnclPages
+
+    pages = EnclPages()
+    for pfn, prot in entries:
+        pages.insert(pfn, prot)
+    hi = lo + span
+    expect = all(not (~pages.prot(p) & bits) for p in pages.pfns(lo, hi))
+    assert pages.all_prot(lo, hi, bits) == expect

@@ -275,6 +275,23 @@ class EnclPages:
             c._epc[lo:hi] = epcs[off : off + hi - lo]
             c._type[lo:hi] = typ
 
+    def all_prot(self, lo: int, hi: int, bits: int) -> bool:
+        """Whether every present entry with PFN in [lo, hi] allows all of ``bits`` (vectorized
+        per chunk; the same answer as testing each entry of :meth:`pfns`)."""
+        k0, k1 = lo >> _CHUNK_SHIFT, hi >> _CHUNK_SHIFT
+        keys = range(k0, k1 + 1) if k1 - k0 < len(self.chunks) else (k for k in self.chunks if k0 <= k <= k1)
+        for key in keys:
+            c = self.chunks.get(key)
+            if c is None:
+                continue
+            base = key << _CHUNK_SHIFT
+            a = max(lo - base, 0)
+            b = min(hi - base, _CHUNK - 1) + 1
+            present = c._present[a:b]
+            if np.any((~c._prot[a:b][present]) & bits):
+                return False
+        return True
+
     def forget_epc_many(self, pfns: npt.NDArray[np.int64], pages: npt.NDArray[np.int64]) -> int:
         """Set ``epc = -1`` for each present entry ``pfns[i]`` whose EPC page is ``pages[i]``
         (vectorized per chunk). Returns how many entries changed."""
@@ -868,6 +885,11 @@ def sgx_encl_may_map(encl: SgxEncl, start: int, end: int, vm_flags: int) -> int:
         return -EACCES
     ret = 0
     encl.lock.lock()
+    if k.batch_ok():
+        # Single task: nothing can change the page array while we look; check it per chunk.
+        ok = encl.pages.all_prot(start >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT, vm_prot_bits)
+        encl.lock.unlock()
+        return 0 if ok else -EACCES
     for count, pfn in enumerate(encl.pages.pfns(start >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT), 1):
         if ~encl.pages.prot(pfn) & vm_prot_bits:
             ret = -EACCES

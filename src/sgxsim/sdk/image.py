@@ -23,6 +23,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+import numpy as np
+
 from sgxsim.errors import InvalidArgument, ModelInvariantError
 from sgxsim.hw.arch import (
     PAGE_SIZE,
@@ -53,6 +55,8 @@ __all__ = [
 TCS_LIMIT_MAX = 0xFFFFFFFF
 
 _U64 = (1 << 64) - 1
+#: Bytes of unmeasured pages whose EADD blocks :meth:`EnclaveImage.measurement` hashes per call.
+_EADD_RUN = 4 << 30
 _RW = int(SecinfoFlags.R | SecinfoFlags.W)
 _RX = int(SecinfoFlags.R | SecinfoFlags.X)
 
@@ -264,10 +268,16 @@ class EnclaveImage:
     def measurement(self) -> Measurement:
         """The running measurement after ECREATE and every EADD/EEXTEND of the image."""
         m = Measurement.ecreate(self.ssa_frame_size, self.size)
-        for offset, flags, data, measured in self.pages():
+        for s in self.segments:
             # EADD hashes the SECINFO with R/W/X already cleared for a TCS (SDM EADD).
-            hashed = flags & ~0x7 if secinfo_page_type(flags) == PageType.PT_TCS else flags
-            m.page(offset, hashed, data, measured)
+            hashed = s.flags & ~0x7 if s.page_type == PageType.PT_TCS else s.flags
+            if not s.measure:
+                # Unmeasured pages hash only their EADD block: the same blocks, in runs.
+                for lo in range(s.offset, s.end, _EADD_RUN):
+                    m.eadd_many(np.arange(lo, min(lo + _EADD_RUN, s.end), PAGE_SIZE, dtype=np.uint64), hashed)
+                continue
+            for i in range(s.npages):
+                m.page(s.offset + i * PAGE_SIZE, hashed, s.page(i), True)
         return m
 
     def mrenclave(self) -> bytes:

@@ -21,7 +21,12 @@ loader releases what it set up (``encl_delete``) before re-raising.
 
 Models: tools/testing/selftests/sgx/load.c, main.c (setup_test_encl, ENCL_CALL), call.S.
 Differs: the selftests keep the segment source buffers until ``encl_delete``; the loader frees
-each one after its ADD_PAGES (the kernel copied the pages).
+each one after its ADD_PAGES (the kernel copied the pages). The selftests add a segment with one
+ADD_PAGES from a segment-sized buffer; the loader adds a segment larger than
+:data:`ADD_PAGES_WINDOW` in window-sized calls at successive offsets (as loaders that add page by
+page do), copying pages that hold data through a fresh window each and adding the all-zero rest
+from one never-written window reused at every offset, so host memory for the source stays bounded
+(the pages added, their order, SECINFO and measurement are the same).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from sgxsim.sdk.image import EnclaveImage, Segment
 from sgxsim.sdk.sign import sign_enclave
 
 __all__ = [
+    "ADD_PAGES_WINDOW",
     "SGX_ENCLAVE_DEVICE",
     "SGX_PROVISION_DEVICE",
     "Enclave",
@@ -54,6 +60,8 @@ __all__ = [
 
 SGX_ENCLAVE_DEVICE = "/dev/sgx_enclave"
 SGX_PROVISION_DEVICE = "/dev/sgx_provision"
+#: Most bytes one SGX_IOC_ENCLAVE_ADD_PAGES call of the loader adds (its source buffer's size).
+ADD_PAGES_WINDOW = 64 << 20
 
 
 def _user_copy_of(proc: Process, data: bytes) -> int:
@@ -95,31 +103,62 @@ def encl_ioc_create(proc: Process, fd: int, image: EnclaveImage, base: int) -> N
 
 
 def encl_ioc_add_pages(proc: Process, fd: int, seg: Segment) -> int:
-    """SGX_IOC_ENCLAVE_ADD_PAGES for one segment; returns the kernel's ``count`` (bytes added).
+    """SGX_IOC_ENCLAVE_ADD_PAGES for one segment; returns the bytes added (the kernel's ``count``).
 
+    A segment of at most :data:`ADD_PAGES_WINDOW` bytes is one call from a segment-sized buffer;
+    a larger one is one call per window at successive offsets: windows that hold part of
+    ``seg.data`` are copied into fresh anonymous memory, all-zero windows come from one
+    never-written buffer reused for each (it reads as the zero page). A call that adds less than
+    it was asked (a pending signal) ends the segment with the total so far.
     Models: load.c ``encl_ioc_add_pages`` (SECINFO {flags}, SGX_PAGE_MEASURE iff measured).
     Outcomes: the count; OSError (EINVAL: bad SECINFO/offset/length or state; EBUSY: page
     already added; EIO: EADD/EEXTEND faulted; ENOMEM; EFAULT; EACCES; EINTR).
+    Differs: the selftests make one call per segment (see the module docstring).
     """
-    src = proc.alloc(seg.size)
-    if any(seg.data):
-        proc.write(src, seg.data)
+    window = min(seg.size, ADD_PAGES_WINDOW)
+    data_end = len(seg.data) if any(seg.data) else 0
     secinfo = Secinfo(flags=seg.flags).pack()
     secinfo_addr = _user_copy_of(proc, secinfo)
+    zero_src: int | None = None
+    added = 0
     try:
-        ioc = uapi.sgx_enclave_add_pages(
-            src=src,
-            offset=seg.offset,
-            length=seg.size,
-            secinfo=secinfo_addr,
-            flags=uapi.SGX_PAGE_MEASURE if seg.measure else 0,
-            count=0,
-        )
-        proc.ioctl(fd, uapi.SGX_IOC_ENCLAVE_ADD_PAGES, ioc)
-        return int(ioc.count)
+        for off in range(0, seg.size, window):
+            length = min(window, seg.size - off)
+            if off < data_end:
+                src = proc.alloc(length)
+                try:
+                    proc.write(src, seg.data[off : off + length])
+                    count = _add_pages_call(proc, fd, seg, src, off, length, secinfo_addr)
+                finally:
+                    _free_user_copy(proc, src, length)
+            else:
+                if zero_src is None:
+                    zero_src = proc.alloc(window)
+                count = _add_pages_call(proc, fd, seg, zero_src, off, length, secinfo_addr)
+            added += count
+            if count < length:
+                break
+        return added
     finally:
         _free_user_copy(proc, secinfo_addr, len(secinfo))
-        _free_user_copy(proc, src, seg.size)
+        if zero_src is not None:
+            _free_user_copy(proc, zero_src, window)
+
+
+def _add_pages_call(
+    proc: Process, fd: int, seg: Segment, src: int, off: int, length: int, secinfo: int
+) -> int:
+    """One ADD_PAGES of ``length`` bytes of ``seg`` at segment offset ``off`` from ``src``."""
+    ioc = uapi.sgx_enclave_add_pages(
+        src=src,
+        offset=seg.offset + off,
+        length=length,
+        secinfo=secinfo,
+        flags=uapi.SGX_PAGE_MEASURE if seg.measure else 0,
+        count=0,
+    )
+    proc.ioctl(fd, uapi.SGX_IOC_ENCLAVE_ADD_PAGES, ioc)
+    return int(ioc.count)
 
 
 def encl_ioc_provision(proc: Process, fd: int) -> None:

@@ -34,8 +34,9 @@ Differs: the loop is single-threaded: a kernel call (an ioctl, a whole SVN updat
 completion before the next event, so users never observe the EPC-locked window itself, only its
 consequences (dead enclaves, refused opens); ENCLS leaves of one action appear in the trace as one
 slice per leaf kind laid end to end (their exact interleaving inside the action is not
-recorded); memory pressure that swaps an enclave out is injected by running the kernel's
-reclaimer right after that enclave is built, rather than arising from oversubscription.
+recorded); ``swap_out`` memory pressure is injected by running the kernel's reclaimer right
+after that enclave is built (workloads that need more EPC than the machine has are swapped out by
+the kernel's own reclaim while they are built, and the narrative says how many pages).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from sgxsim.attest import VerifiedQuote
 from sgxsim.errors import InvalidArgument, ScenarioError
@@ -106,6 +108,8 @@ _SEAL_SECRET = b"sgxsim workload state"
 #: Trace pids of processes of the n-th kernel (after kexec) start at n * this.
 _PID_STRIDE = 100_000
 _ENCLAVE_OWNERS = (int(EpcOwner.ENCL_PAGE), int(EpcOwner.SECS), int(EpcOwner.VA_PAGE))
+#: EPC pages per slice when counting pages by owner (bounded temporaries).
+_COUNT_SLICE = 1 << 20
 _AESMD = "aesmd (PCE+QE)"
 _IOCTL_NAMES: Mapping[int, str] = MappingProxyType(
     {
@@ -505,11 +509,7 @@ class Runner:
             return
         self._epc_key = key
         now = self.clock.now_ns()
-        kinds = k.epc_owner_kind
-        ids = k.epc_owner_id
-        encl_mask = np.isin(kinds, _ENCLAVE_OWNERS)
-        counts = np.bincount(ids[encl_mask], minlength=1)
-        vepc_counts = np.bincount(ids[kinds == int(EpcOwner.VEPC)], minlength=1)
+        counts, vepc_counts = _owner_counts(k)
         known: set[int] = set()
         for inst in self.instances:
             pages = 0
@@ -589,6 +589,7 @@ class Runner:
         proc = _TracedProcess(self, self.kernel, inst.name, inst.cpu)
         track = proc.track
         t0 = now
+        reclaimed = self.kernel.stats.get("pages_reclaimed", 0)
         try:
             encl = load_enclave(proc, build.image, sigstruct=build.sigstruct)
         except OSError as err:
@@ -609,6 +610,11 @@ class Runner:
             "ioctl",
             {"pages": build.image.total_size // PAGE_SIZE},
         )
+        reclaimed = self.kernel.stats.get("pages_reclaimed", 0) - reclaimed
+        if reclaimed > 0:
+            self._say(
+                f"EPC full while {inst.name} was built: the reclaimer swapped {reclaimed} pages out (EWB)"
+            )
         if spec.sgx2_growth and not self._grow(inst):
             return
         if spec.seal and not self._seal(inst):
@@ -708,9 +714,8 @@ class Runner:
         )
 
     def _encl_pages(self, inst: _Instance) -> int:
-        k = self.kernel
-        mask = np.isin(k.epc_owner_kind, _ENCLAVE_OWNERS) & (k.epc_owner_id == inst.encl_id)
-        return int(np.count_nonzero(mask))
+        counts, _ = _owner_counts(self.kernel)
+        return int(counts[inst.encl_id]) if 0 <= inst.encl_id < len(counts) else 0
 
     def _lifetime_end(self, inst: _Instance) -> None:
         if inst.state in ("exited", "failed"):
@@ -1179,6 +1184,47 @@ class Runner:
             events_run=self._events_run,
             updates=updates,
         )
+
+
+def _owner_counts(k: Kernel) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """EPC pages per enclave id (its pages, SECS and VA pages) and per vEPC id.
+
+    One pass over the owner arrays in slices of :data:`_COUNT_SLICE` pages, so the temporaries
+    stay bounded whatever the EPC size (a 512 GiB EPC has 134 M pages). Pages are allocated in
+    long runs of one owner, so each slice is counted by runs of equal (kind, id) when it has
+    few of them (a fraction of the cost of a per-page histogram), page by page otherwise.
+    """
+    kinds = k.epc_owner_kind
+    ids = k.epc_owner_id
+    counts = np.zeros(1, dtype=np.int64)
+    vepc = np.zeros(1, dtype=np.int64)
+    lo_kind, span = np.uint8(min(_ENCLAVE_OWNERS)), np.uint8(max(_ENCLAVE_OWNERS) - min(_ENCLAVE_OWNERS))
+    vepc_kind = np.uint8(EpcOwner.VEPC)
+    for lo in range(0, len(kinds), _COUNT_SLICE):
+        kind = kinds[lo : lo + _COUNT_SLICE]
+        owner = ids[lo : lo + _COUNT_SLICE]
+        change = np.flatnonzero((owner[1:] != owner[:-1]) | (kind[1:] != kind[:-1]))
+        if change.size * 8 < kind.size:
+            starts = np.concatenate(([0], change + 1))
+            lengths = np.diff(np.append(starts, kind.size)).astype(np.float64)
+            kind, owner = kind[starts], owner[starts]
+        else:
+            lengths = None
+        # ENCL_PAGE, SECS and VA_PAGE are consecutive kinds: one unsigned range test.
+        encl = (kind - lo_kind) <= span
+        guest = kind == vepc_kind
+        c = np.bincount(owner[encl], None if lengths is None else lengths[encl])
+        v = np.bincount(owner[guest], None if lengths is None else lengths[guest])
+        counts = _add_padded(counts, c.astype(np.int64))
+        vepc = _add_padded(vepc, v.astype(np.int64))
+    return counts, vepc
+
+
+def _add_padded(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    if len(b) > len(a):
+        a, b = b.copy(), a
+    a[: len(b)] += b
+    return a
 
 
 def proc_track(runner: Runner, proc: Process) -> Track:
