@@ -178,7 +178,7 @@ def test_markdown_has_the_tables() -> None:
     assert md.startswith("# sgxsim report: late-microcode-2s\n")
     assert "## Narrative\n\n1. t=0.000 s: 4 enclaves built and attested (OutOfDate)\n" in md
     assert "| Item | Value |\n|---|---|\n| Enclaves | 4 |\n| Update outcome | updated |" in md
-    assert "| Update duration_ns | 40.000 ms |" in md
+    assert "| Update duration | 40.000 ms |" in md
     assert "| Time until new CPUSVN attested | 1.200 s |" in md
     assert "| vepc_skipped | yes |" in md
     assert "| unreached | n/a |" in md

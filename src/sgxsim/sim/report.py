@@ -260,7 +260,7 @@ class Report:
         out.append(f"- seed: `{self.seed}`")
         out.append(f"- policy: `{_md_inline(self.policy)}`")
         for key, value in _scalar_map(self.machine, "machine").items():
-            out.append(f"- {_md_inline(key)}: {_md_inline(_fmt(key, value))}")
+            out.append(f"- {_md_inline(_label(key))}: {_md_inline(_fmt(key, value))}")
         out.append(f"- kernel WARNs: {self.warnings}")
         out.append("")
         if self.narrative:
@@ -268,11 +268,13 @@ class Report:
             out += [f"{i}. {_md_inline(line)}" for i, line in enumerate(self.narrative, start=1)]
             out.append("")
         out += ["## Summary", ""]
-        out += _md_table(("Item", "Value"), [(item, _fmt(item, value)) for item, value in self.summary])
+        out += _md_table(
+            ("Item", "Value"), [(_label(item), _fmt(item, value)) for item, value in self.summary]
+        )
         out += ["", "## Metrics", ""]
         metrics = _scalar_map(self.metrics, "metrics")
         out += _md_table(
-            ("Metric", "Value"), [(_METRIC_LABELS.get(k, k), _fmt(k, v)) for k, v in metrics.items()]
+            ("Metric", "Value"), [(_METRIC_LABELS.get(k, _label(k)), _fmt(k, v)) for k, v in metrics.items()]
         )
         if self.enclaves:
             out += ["", "## Enclaves", ""]
@@ -337,13 +339,13 @@ class Report:
         summary.add_column("Item")
         summary.add_column("Value", justify="right")
         for item, value in self.summary:
-            summary.add_row(Text(item), Text(_fmt(item, value)))
+            summary.add_row(Text(_label(item)), Text(_fmt(item, value)))
         console.print(summary)
         metrics = Table(title="Metrics", show_header=True, header_style="bold")
         metrics.add_column("Metric")
         metrics.add_column("Value", justify="right")
         for key, value in _scalar_map(self.metrics, "metrics").items():
-            metrics.add_row(Text(_METRIC_LABELS.get(key, key)), Text(_fmt(key, value)))
+            metrics.add_row(Text(_METRIC_LABELS.get(key, _label(key))), Text(_fmt(key, value)))
         console.print(metrics)
         if self.comparison:
             keys = _comparison_keys(self.comparison)
@@ -374,6 +376,14 @@ def _comparison_keys(rows: Sequence[Mapping[str, Scalar]]) -> list[str]:
     present = {k for row in rows for k in row if k != "policy"}
     known = [k for k, _, _ in COMPARISON_METRICS if k in present]
     return known + sorted(present - set(known))
+
+
+def _label(key: str) -> str:
+    """A summary key for people: ``*_ns`` keys are shown as durations, so the suffix goes; the
+    remaining underscores become spaces (JSON keeps the keys as they are)."""
+    if key.endswith("_ns"):
+        key = key[:-3]
+    return key.replace("_", " ")
 
 
 def _fmt(key: str, value: Scalar) -> str:
