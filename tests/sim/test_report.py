@@ -180,7 +180,7 @@ def test_markdown_has_the_tables() -> None:
     assert "| Item | Value |\n|---|---|\n| Enclaves | 4 |\n| Update outcome | updated |" in md
     assert "| Update duration | 40.000 ms |" in md
     assert "| Time until new CPUSVN attested | 1.200 s |" in md
-    assert "| vepc_skipped | yes |" in md
+    assert "| vepc skipped | yes |" in md
     assert "| unreached | n/a |" in md
     assert "| a\\|b | 1202 | destroyed |" in md  # pipes in cells are escaped
     assert "| 1.000 s | enclave-0 | OutOfDate | no | CPUSVN below the TCB level |" in md
