@@ -46,7 +46,7 @@ from sgxsim.errors import InvalidArgument, ModelInvariantError
 from sgxsim.hw.arch import PAGE_SHIFT, PAGE_SIZE, PfError
 from sgxsim.hw.cpu import Pte
 from sgxsim.kernel import uapi as U  # noqa: N812
-from sgxsim.kernel.locking import RwSemaphore
+from sgxsim.kernel.locking import NullScheduler, RwSemaphore
 
 if TYPE_CHECKING:
     from sgxsim.kernel.main import Kernel
@@ -563,7 +563,13 @@ def _fault_in(mm: Mm, addr: int, write: bool, user: bool) -> int:
     kernel access through a user pointer; same VMA checks, no signal).
     """
     k = mm.k
-    for attempt in range(64):
+    # Single task: nothing else can resolve a retried fault, so a bound catches a livelock. Under
+    # a scheduler the retry is a preemption point (the task returns to user space and faults
+    # again while ksgxd or the EPC-lock writer make progress); the step bound catches livelocks.
+    bound = 64 if isinstance(k.sched, NullScheduler) else 1 << 30
+    for attempt in range(bound):
+        if attempt:
+            k.sched.preempt("fault_retry")
         vma = mm.vma_lookup(addr)
         if vma is None:
             return SIGSEGV_MAPERR
