@@ -705,3 +705,34 @@ def test_eadd_many_rejects_bad_offsets_without_hashing() -> None:
         m.eadd_many(np.zeros((2, 2), dtype=np.int64), 0x203)
     m.eadd_many([], 0x203)
     assert m.copy().finalize() == before and m.update_count == 1
+
+
+def test_pipelined_batches_equal_the_sequential_measurement() -> None:
+    """Past the first full batch a measurement hashes batches on its own thread; interleaved
+    copy(), eadd(), eextend() and finalize() still see exactly the block-by-block state."""
+    from sgxsim.hw.crypto import Measurement
+
+    rnd = random.Random(7)
+    fast = Measurement.ecreate(1, 1 << 30)
+    slow = Measurement.ecreate(1, 1 << 30)
+    peeks = []
+    for i in range(3 * 512 + 100):
+        data = rnd.randbytes(4096)
+        fast.page(i * 4096, 0x203, data, True)
+        slow.eadd(i * 4096, 0x203)
+        for c in range(0, 4096, 256):
+            slow.eextend(i * 4096 + c, data[c : c + 256])
+        if i in (700, 1300):
+            peeks.append((fast.copy().finalize(), slow.copy().finalize(), fast.update_count))
+        if i == 1000:
+            fast.eadd(0x7FFF000, 0x201)
+            slow.eadd(0x7FFF000, 0x201)
+    assert all(a == b for a, b, _ in peeks)
+    assert fast.update_count == slow.update_count
+    assert fast.finalize() == slow.finalize()
+    # finalize() does not consume: more pages continue from the same state.
+    fast.page(0x8000000, 0x203, bytes(4096), True)
+    slow.eadd(0x8000000, 0x203)
+    for c in range(0, 4096, 256):
+        slow.eextend(0x8000000 + c, bytes(256))
+    assert fast.finalize() == slow.finalize()

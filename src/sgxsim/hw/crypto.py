@@ -17,12 +17,14 @@ object's own state: no module-level mutable state, no clock, randomness only fro
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import hmac
 import math
 import random
 import struct
+import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar, Final
 
@@ -105,7 +107,12 @@ _WORDS_PER_PAGE: Final = _BLOCKS_PER_MEASURED_PAGE * 8
 _WORDS_PER_CHUNK: Final = (64 + _CHUNK) // 8  # header + data = 40 words
 #: Measured pages hashed per vectorized batch (128 pages = 648 KiB of hash input; 32..512 measured
 #: within noise of each other, 128 slightly best: the stream and joined data stay mostly in L2).
-_BATCH_PAGES: Final = 128
+_BATCH_PAGES: Final = 512
+#: Full batches a measurement hashes inline before it gets its own hashing thread (small
+#: enclaves never start one).
+_PIPELINE_AFTER: Final = 1
+#: Batches in flight on that thread at most (each owns a stream buffer).
+_PIPELINE_DEPTH: Final = 2
 _CHUNK_OFFSETS: Final = np.arange(0, PAGE_SIZE, _CHUNK, dtype="<u8")
 #: One EEXTEND header block followed by its 256 data bytes, as a numpy record (320 bytes).
 _CHUNK_RECORD: Final = np.dtype([("header", "V64"), ("data", f"V{_CHUNK}")])
@@ -201,11 +208,14 @@ class Measurement:
 
     :meth:`page` is the fast path for a whole EADD (+16 EEXTENDs); :meth:`eadd_many` hashes the
     EADD blocks of many unmeasured pages at once. Measured pages are queued and hashed in
-    vectorized batches of 128 pages; every other operation, :meth:`copy` and :meth:`finalize`
-    flush the queue first, so the observable state is always that of the block-by-block sequence.
+    vectorized batches of 512 pages; from the second full batch on, a measurement hashes its
+    batches on its own single worker thread (in order; hashlib releases the GIL) while Python
+    builds the next one. Every other operation, :meth:`copy` and :meth:`finalize` flush the queue
+    and wait for that thread first, so the observable state is always that of the block-by-block
+    sequence, and the digest never depends on timing.
     """
 
-    __slots__ = ("_buffer", "_count", "_hash", "_pending")
+    __slots__ = ("__weakref__", "_batches", "_count", "_exec", "_free", "_hash", "_inflight", "_pending")
 
     ecreate: ClassVar[_ECreate] = _ECreate()
 
@@ -214,8 +224,16 @@ class Measurement:
         self._count = 0
         #: Measured pages not hashed yet: (offset, flags, data) in EADD order.
         self._pending: list[tuple[int, int, bytes]] = []
-        #: The batch stream, reused by every full batch until :meth:`finalize` drops it.
-        self._buffer: _StreamBuffer | None = None
+        #: Full-batch stream buffers not in use (reused until :meth:`finalize` drops them).
+        self._free: list[_StreamBuffer] = []
+        #: Full batches hashed so far; past _PIPELINE_AFTER they go to a hashing thread.
+        self._batches = 0
+        #: The hashing thread (one worker: updates stay in submission order) and the batches
+        #: it has not finished, oldest first. hashlib releases the GIL while it hashes, so
+        #: Python builds batch k + 1 while batch k is hashed; every other use of ``_hash``
+        #: waits for them first (:meth:`_sync`), so the state is always the sequential one.
+        self._exec: concurrent.futures.ThreadPoolExecutor | None = None
+        self._inflight: list[tuple[concurrent.futures.Future[None], _StreamBuffer]] = []
 
     # ---------------------------------------------------------------- leaves
     def _ecreate(self, ssa_frame_pages: int, size: int) -> Measurement:
@@ -225,6 +243,7 @@ class Measurement:
         """
         ssa = _u(ssa_frame_pages, 32, "ECREATE ssa_frame_pages")
         sz = _u(size, 64, "ECREATE size")
+        self._sync()
         self._pending.clear()
         self._hash = hashlib.sha256(_ECREATE_BLOCK.pack(MR_ECREATE, ssa, sz))
         self._count = 1
@@ -241,6 +260,8 @@ class Measurement:
         flags = _u(secinfo_flags, 64, "EADD secinfo_flags")
         if self._pending:
             self._flush()
+        if self._inflight:
+            self._sync()
         self._hash.update(_EADD_BLOCK.pack(MR_EADD, off, flags))
         self._count += 1
 
@@ -255,6 +276,8 @@ class Measurement:
         data = _b(chunk256, _CHUNK, "EEXTEND chunk")
         if self._pending:
             self._flush()
+        if self._inflight:
+            self._sync()
         self._hash.update(_EEXTEND_HEADER.pack(MR_EEXTEND, off) + data)
         self._count += 5
 
@@ -283,6 +306,8 @@ class Measurement:
             )
         if self._pending:
             self._flush()
+        if self._inflight:
+            self._sync()
         update = self._hash.update
         for start in range(0, arr.size, _EADD_ROWS):
             part = arr[start : start + _EADD_ROWS]
@@ -319,11 +344,13 @@ class Measurement:
         if measured is True:
             pending = self._pending
             pending.append((offset, flags, data4k))
-            if len(pending) >= 128:  # _BATCH_PAGES
+            if len(pending) >= 512:  # _BATCH_PAGES
                 self._flush()
         elif measured is False:
             if self._pending:
                 self._flush()
+            if self._inflight:
+                self._sync()
             self._hash.update(_EADD_BLOCK.pack(MR_EADD, offset, flags))
             self._count += 1
         else:
@@ -347,20 +374,45 @@ class Measurement:
         pending = self._pending
         n = len(pending)
         offsets_list, flags_list, data_list = zip(*pending, strict=True)
-        buf = self._buffer
-        if buf is None:
-            buf = _StreamBuffer(n) if n < _BATCH_PAGES else _StreamBuffer(_BATCH_PAGES)
-            if n == _BATCH_PAGES:
-                self._buffer = buf
+        full = n == _BATCH_PAGES
+        if not full:
+            buf = _StreamBuffer(n)
+        elif self._free:
+            buf = self._free.pop()
+        elif len(self._inflight) >= _PIPELINE_DEPTH:
+            fut, buf = self._inflight.pop(0)
+            fut.result()
+        else:
+            buf = _StreamBuffer(_BATCH_PAGES)
         offsets = np.array(offsets_list, dtype="<u8")
         buf.offsets[:n] = offsets
         np.add(offsets[:, None], _CHUNK_OFFSETS, out=buf.chunk_offsets[:n])
         first = flags_list[0]
         buf.flags[:n] = first if flags_list.count(first) == n else np.array(flags_list, dtype="<u8")
         buf.data[:n] = np.frombuffer(b"".join(data_list), dtype=f"V{_CHUNK}").reshape(n, _CHUNKS_PER_PAGE)
-        self._hash.update(buf.words[:n].data)
         self._count += n * _BLOCKS_PER_MEASURED_PAGE
         pending.clear()
+        if not full:
+            if self._inflight:
+                self._sync()
+            self._hash.update(buf.words[:n].data)
+            return
+        self._batches += 1
+        if self._batches <= _PIPELINE_AFTER:
+            self._hash.update(buf.words[:n].data)
+            self._free.append(buf)
+            return
+        if self._exec is None:
+            self._exec = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mrenclave")
+            weakref.finalize(self, self._exec.shutdown, False)
+        self._inflight.append((self._exec.submit(self._hash.update, buf.words[:n].data), buf))
+
+    def _sync(self) -> None:
+        """Wait until the hashing thread has applied every submitted batch (in order)."""
+        for fut, buf in self._inflight:
+            fut.result()
+            self._free.append(buf)
+        self._inflight.clear()
 
     # ---------------------------------------------------------------- state
     @property
@@ -372,6 +424,7 @@ class Measurement:
         """An independent measurement with the same state (e.g. to peek at MRENCLAVE mid-build)."""
         if self._pending:
             self._flush()
+        self._sync()
         twin = Measurement()
         twin._hash = self._hash.copy()
         twin._count = self._count
@@ -385,7 +438,11 @@ class Measurement:
         """
         if self._pending:
             self._flush()
-        self._buffer = None
+        self._sync()
+        self._free = []
+        if self._exec is not None:
+            self._exec.shutdown()
+            self._exec = None
         return self._hash.digest()
 
 
