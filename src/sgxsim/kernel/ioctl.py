@@ -124,6 +124,19 @@ def _page_loop_epc_locked(k: Kernel) -> bool:
     return True
 
 
+def _sgx2_page_guard(k: Kernel, encl: SgxEncl) -> int:
+    """The per-page checks of the SGX2 loops (caller holds the SRCU read side): 0, -EBUSY (EPC
+    locked: fixed, ``count`` reports the pages done; as posted, :class:`_EarlyReturn` skips the
+    write-back), or -EIO (the enclave died in an SVN update)."""
+    if _page_loop_epc_locked(k):
+        if k.svn.as_posted:
+            raise _EarlyReturn(-U.EBUSY)
+        return -U.EBUSY
+    if _dead_in_section(encl):
+        return -U.EIO
+    return 0
+
+
 def _dead_in_section(encl: SgxEncl) -> bool:
     """[MODEL fix] Whether an SVN update killed the enclave; checked inside the SRCU read side,
     where no zap can start, because an ioctl may have passed its entry check before the zap."""
@@ -695,13 +708,8 @@ def sgx_enclave_restrict_permissions(
     ret = 0
     while c < length:
         addr = encl.base + offset + c
-        if _page_loop_epc_locked(k):
-            if k.svn.as_posted:
-                raise _EarlyReturn(-U.EBUSY)
-            ret = -U.EBUSY
-            break
-        if _dead_in_section(encl):
-            ret = -U.EIO
+        ret = _sgx2_page_guard(k, encl)
+        if ret:
             break
         k.sgx_reclaim_direct()
         encl.lock.lock()
@@ -781,13 +789,8 @@ def sgx_enclave_modify_types(
     ret = 0
     while c < length:
         addr = encl.base + offset + c
-        if _page_loop_epc_locked(k):
-            if k.svn.as_posted:
-                raise _EarlyReturn(-U.EBUSY)
-            ret = -U.EBUSY
-            break
-        if _dead_in_section(encl):
-            ret = -U.EIO
+        ret = _sgx2_page_guard(k, encl)
+        if ret:
             break
         k.sgx_reclaim_direct()
         encl.lock.lock()
@@ -879,13 +882,8 @@ def sgx_encl_remove_pages(k: Kernel, encl: SgxEncl, offset: int, length: int) ->
     secinfo = em.secinfo_bytes(int(SecinfoFlags.R | SecinfoFlags.W | SecinfoFlags.X))
     while c < length:
         addr = encl.base + offset + c
-        if _page_loop_epc_locked(k):
-            if k.svn.as_posted:
-                raise _EarlyReturn(-U.EBUSY)
-            ret = -U.EBUSY
-            break
-        if _dead_in_section(encl):
-            ret = -U.EIO
+        ret = _sgx2_page_guard(k, encl)
+        if ret:
             break
         k.sgx_reclaim_direct()
         encl.lock.lock()
