@@ -1187,11 +1187,11 @@ def sgx_encl_release(encl: SgxEncl) -> None:
     """
     k = encl.k
     # [MODEL fix] the release path's EREMOVEs never overlap EUPDATESVN (unguarded as posted).
-    guard = k.svn.release_guard_begin()
+    guard = k.svn.encls_fence_begin()
     try:
         _sgx_encl_release(encl)
     finally:
-        k.svn.release_guard_end(guard)
+        k.svn.encls_fence_end(guard)
     # RFC v2 patch 06: an update may be waiting for this enclave's VA and SECS pages.
     k.svn.sgx_zap_wakeup()
     k.sgx_dec_usage_count()

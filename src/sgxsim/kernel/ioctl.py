@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -143,8 +143,12 @@ def _dead_in_section(encl: SgxEncl) -> bool:
     return bool(encl.flags & SGX_ENCL_DEAD)
 
 
-def _with_epc_read(k: Kernel, fn: Callable[[], int]) -> int:
-    """Run an ioctl body inside an SRCU read-side section of ``sgx_lock_epc_srcu``."""
+_T = TypeVar("_T")
+
+
+def _with_epc_read(k: Kernel, fn: Callable[[], _T]) -> _T:
+    """Run an ioctl body (or an SGX2 page loop) inside an SRCU read-side section of
+    ``sgx_lock_epc_srcu``; the body checks the lock itself, per call or per page."""
     idx = k.sgx_epc_read_lock()
     try:
         return fn()
@@ -652,15 +656,6 @@ def sgx_ioc_enclave_provision(k: Kernel, encl: SgxEncl, arg: int) -> int:
 # SGX2
 
 
-def _sgx2_in_epc_read(k: Kernel, fn: Callable[[], tuple[int, int, int]]) -> tuple[int, int, int]:
-    """Run an SGX2 page loop inside an SRCU read-side section (checked per page)."""
-    idx = k.sgx_epc_read_lock()
-    try:
-        return fn()
-    finally:
-        k.sgx_epc_read_unlock(idx)
-
-
 def sgx_ioc_sgx2_ready(k: Kernel, encl: SgxEncl) -> int:
     """Models: ioctl.c sgx_ioc_sgx2_ready(): no SGX2 -> -ENODEV; not initialized -> -EINVAL."""
     if not k.sgx2:
@@ -760,7 +755,7 @@ def sgx_ioc_enclave_restrict_permissions(k: Kernel, encl: SgxEncl, arg: int) -> 
     if result or count:
         return -U.EINVAL
     try:
-        ret, result, count = _sgx2_in_epc_read(
+        ret, result, count = _with_epc_read(
             k, lambda: sgx_enclave_restrict_permissions(k, encl, offset, length, perms)
         )
     except _EarlyReturn as e:
@@ -859,7 +854,7 @@ def sgx_ioc_enclave_modify_types(k: Kernel, encl: SgxEncl, arg: int) -> int:
     if result or count:
         return -U.EINVAL
     try:
-        ret, result, count = _sgx2_in_epc_read(
+        ret, result, count = _with_epc_read(
             k, lambda: sgx_enclave_modify_types(k, encl, offset, length, page_type)
         )
     except _EarlyReturn as e:
@@ -932,7 +927,7 @@ def sgx_ioc_enclave_remove_pages(k: Kernel, encl: SgxEncl, arg: int) -> int:
     if count:
         return -U.EINVAL
     try:
-        ret, count, _ = _sgx2_in_epc_read(k, lambda: (*sgx_encl_remove_pages(k, encl, offset, length), 0))
+        ret, count = _with_epc_read(k, lambda: sgx_encl_remove_pages(k, encl, offset, length))
     except _EarlyReturn as e:
         return e.ret
     if not copy_to_user(k, arg, _REM.pack(offset, length, count)):

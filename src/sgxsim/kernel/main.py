@@ -28,7 +28,7 @@ no injection path exists yet.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -424,8 +424,6 @@ class Kernel:
         #: (:meth:`sgx_epc_alloc_denied`) and WARNs on a path that forgot.
         self.sgx_epc_locked = False
         self.sgx_lock_epc_srcu = Srcu(self.sched, "sgx_lock_epc_srcu")
-        #: Optional hook ``fn(kernel) -> int`` (0 or -errno) consulted before an allocation.
-        self.epc_alloc_guard: Callable[[Kernel], int] | None = None
         # driver.c
         self.sgx_attributes_reserved_mask = 0
         self.sgx_xfrm_reserved_mask = ~0x3 & 0xFFFF_FFFF_FFFF_FFFF
@@ -458,8 +456,6 @@ class Kernel:
         self.sgx_eupdatesvn = bool(eax0 & (1 << 10))
         #: sgx_usage_count (6.19): open enclaves and vEPC instances.
         self.sgx_usage_count = 0
-        #: Hook run on the 0 -> 1 usage transition (EUPDATESVN's sgx_update_svn); 0 or -errno.
-        self.on_first_use: Callable[[Kernel], int] | None = None
         self.stats: dict[str, int] = {}
         self._once: set[str] = set()
         #: SVN-update state and procedures (kernel/svn.py).
@@ -542,7 +538,7 @@ class Kernel:
 
     def sgx_inc_usage_count(self) -> int:
         """Count an SGX user (enclave or vEPC open); under the 6.19 policy the first one runs
-        EUPDATESVN (and any ``on_first_use`` test hook).
+        EUPDATESVN.
 
         Models: main.c sgx_inc_usage_count() (Linux 6.19), see :meth:`SgxSvn.sgx_inc_usage_count`.
         Outcomes: 0, or -errno (the open fails and the count is unchanged).
@@ -715,8 +711,6 @@ class Kernel:
         while locked *outside* any read-side section is a path that forgot the check
         (lockdep_assert_held in the RFC's __ecreate/__eadd/__eldu/__epa/__eaug): WARN, -EBUSY.
         """
-        if self.epc_alloc_guard is not None:
-            return self.epc_alloc_guard(self)
         if self.sgx_epc_locked and not self.sgx_lock_epc_srcu.held_by_current():
             self.log.WARN(
                 True, "EPC page allocated outside sgx_lock_epc_srcu while locked", site="sgx_alloc_epc_page"

@@ -230,8 +230,6 @@ class SgxSvn:
         #: True between the writer's synchronize_srcu() returning and sgx_unlock_epc() (the
         #: window in which no EPC page may be initialized).
         self.in_locked_window = False
-        #: Enclave ids killed by any update (they lost their EPC).
-        self.dead_enclaves: set[int] = set()
 
     # ------------------------------------------------------------------ helpers
 
@@ -310,7 +308,6 @@ class SgxSvn:
         if encl.flags & SGX_ENCL_DEAD:
             return
         encl.flags |= SGX_ENCL_DEAD
-        self.dead_enclaves.add(encl.id)
         if rec is not None:
             rec.enclaves_killed.append(encl.id)
         # Its swapped-out pages are unrecoverable (VA pages gone, paging key about to change).
@@ -491,18 +488,20 @@ class SgxSvn:
             used &= (flags & SGX_EPC_PAGE_GUEST) == 0
         return np.flatnonzero(used).astype(np.int64) + lo
 
-    def _zap_batch(self, rec: SvnUpdate | None) -> int | None:
-        """The whole zap with hardware EREMOVE batches, when nothing can interleave (the
+    def _zap_batch(self, secs_pages: list[int], rec: SvnUpdate | None) -> int | None:
+        """Pass 1 of the zap with hardware EREMOVE batches, when nothing can interleave (the
         NullScheduler) and no CPU is in enclave mode: identical outcome to the page walk
         (every EREMOVE then returns 0 or, for a SECS with children, SGX_CHILD_PRESENT; any other
         result takes the page-by-page path). Sections are walked in order, in batches of
-        :attr:`ZAP_BATCH_PAGES`; deferred SECS pages form one second-pass batch.
-        Returns None when it does not apply (the caller walks page by page).
+        :attr:`ZAP_BATCH_PAGES`; SECS pages with children are appended to ``secs_pages`` for the
+        caller's second pass. Returns None when it does not apply (the caller walks page by
+        page), else 0 or the first page's error.
         """
         k = self.k
         if not k.batch_ok() or any(lp.in_enclave for lp in k.machine.cpus):
             return None
-        deferred: list[npt.NDArray[np.int64]] = []
+        from sgxsim.kernel.main import SGX_EPC_PAGE_ZAP_TRACKED
+
         killed: set[int] = set()
         for s in k.sgx_epc_sections:
             end = s.first_page + s.npages
@@ -514,20 +513,13 @@ class SgxSvn:
                 child = results == SgxStatus.SGX_CHILD_PRESENT
                 ok = results == 0
                 self._batch_removed(pages[ok], killed, rec)
-                deferred.append(pages[child])
+                k.epc_flags[pages[child]] |= SGX_EPC_PAGE_ZAP_TRACKED
+                secs_pages += pages[child].tolist()
                 for p in pages[~ok & ~child].tolist():
                     ret = self._zap_one(int(p), None, rec)
                     if ret:
                         return ret
                 del pages, results
-        secs = np.concatenate(deferred) if deferred else np.zeros(0, dtype=np.int64)
-        if len(secs):
-            results2 = E.eremove_many(k, secs)
-            self._batch_removed(secs[results2 == 0], killed, rec)
-            if (results2 != 0).any():
-                p = int(secs[np.flatnonzero(results2 != 0)[0]])
-                k.log.pr_err("EREMOVE of SECS page %d failed in the second pass", p)
-                return -EBUSY
         return 0
 
     def _batch_removed(self, removed: npt.NDArray[np.int64], killed: set[int], rec: SvnUpdate | None) -> None:
@@ -593,25 +585,20 @@ class SgxSvn:
         if not self.as_posted:
             # The posting never resets the abort flag (docs/deviations.md).
             self.sgx_zap_abort_wait = False
-        batch = self._zap_batch(rec)
-        if batch is not None:
-            ret = batch
-        else:
-            secs_pages: list[int] = []
+        secs_pages: list[int] = []
+        ret = self._zap_batch(secs_pages, rec)
+        if ret is None:
             ret = 0
             for s in k.sgx_epc_sections:
                 ret = self.sgx_zap_section_pages(s.first_page, s.npages, secs_pages, rec)
                 if ret:
                     break
-            if k.log.WARN_ON_ONCE("sgx_zap_pages:pass1", ret, site="sgx_zap_pages"):
-                return ret
-            for page in secs_pages:
-                ret = self._zap_one(page, None, rec)
-                if ret:
-                    return ret
-        if ret:
-            k.log.WARN_ON_ONCE("sgx_zap_pages:pass1", True, site="sgx_zap_pages")
+        if k.log.WARN_ON_ONCE("sgx_zap_pages:pass1", ret, site="sgx_zap_pages"):
             return ret
+        for page in secs_pages:
+            ret = self._zap_one(page, None, rec)
+            if ret:
+                return ret
         r = self.sgx_zap_waitq.wait_event(
             lambda: self.zap_waiting_count.read() == 0 or self.sgx_zap_abort_wait, interruptible=True
         )
@@ -868,15 +855,10 @@ class SgxSvn:
             return 0
         self.sgx_svn_lock.lock()
         try:
-            if k.sgx_usage_count == 0:
-                if k.on_first_use is not None:
-                    ret = k.on_first_use(k)
-                    if ret:
-                        return ret
-                if policy == "linux-6.19-on-open":
-                    ret = self.sgx_update_svn()
-                    if ret:
-                        return ret
+            if k.sgx_usage_count == 0 and policy == "linux-6.19-on-open":
+                ret = self.sgx_update_svn()
+                if ret:
+                    return ret
             k.sgx_usage_count += 1
             return 0
         finally:
@@ -892,17 +874,17 @@ class SgxSvn:
 
     # ------------------------------------------------------------------ guards used by the driver
 
-    def release_guard_begin(self) -> bool:
+    def encls_fence_begin(self) -> bool:
         """[MODEL fix] Before a path that must run ENCLS and cannot fail with -EBUSY (enclave and
         vEPC release, SGX_IOC_VEPC_REMOVE_ALL, KVM's EINIT on behalf of a guest): wait out a
         running EUPDATESVN. Returns whether the guard was taken (pass it to
-        :meth:`release_guard_end`). As posted, the release path is not guarded."""
+        :meth:`encls_fence_end`). As posted, the release path is not guarded."""
         if self.as_posted:
             return False
         self.sgx_update_rwsem.down_read()
         return True
 
-    def release_guard_end(self, taken: bool) -> None:
+    def encls_fence_end(self, taken: bool) -> None:
         if taken:
             self.sgx_update_rwsem.up_read()
 

@@ -174,11 +174,11 @@ def sgx_vepc_remove_all(k: Kernel, vepc: SgxVepc) -> int:
     children (user space must call again); -EBUSY on any other failure (SGX_ENCLAVE_ACT, #GP
     from a concurrent EREMOVE; a #PF WARNs).
     """
-    guard = k.svn.release_guard_begin()
+    guard = k.svn.encls_fence_begin()
     try:
         return _sgx_vepc_remove_all(k, vepc)
     finally:
-        k.svn.release_guard_end(guard)
+        k.svn.encls_fence_end(guard)
 
 
 def _sgx_vepc_remove_all(k: Kernel, vepc: SgxVepc) -> int:
@@ -205,13 +205,13 @@ def sgx_vepc_release(k: Kernel, vepc: SgxVepc) -> None:
     Models: virt.c sgx_vepc_release(): pass 1 EREMOVE+free each page (failures kept); pass 2
     retry (a SECS still failing has children in another instance: zombie); then retry every
     zombie; remaining ones stay on zombie_secs_pages; drop the usage count (6.19).
-    [MODEL fix] its EREMOVEs never overlap EUPDATESVN (see SgxSvn.release_guard_begin).
+    [MODEL fix] its EREMOVEs never overlap EUPDATESVN (see SgxSvn.encls_fence_begin).
     """
-    guard = k.svn.release_guard_begin()
+    guard = k.svn.encls_fence_begin()
     try:
         _sgx_vepc_release(k, vepc)
     finally:
-        k.svn.release_guard_end(guard)
+        k.svn.encls_fence_end(guard)
     k.sgx_dec_usage_count()
 
 
@@ -361,14 +361,14 @@ def sgx_virt_einit(k: Kernel, sigstruct: int, token: int, secs: int, lepubkeyhas
     if k.config.sgx_lc:
         k.sgx_update_lepubkeyhash(cpu, lepubkeyhash)
     idx = k.page_of(secs_phys)
-    guard = k.svn.release_guard_begin()  # [MODEL fix] never beside EUPDATESVN
+    guard = k.svn.encls_fence_begin()  # [MODEL fix] never beside EUPDATESVN
     try:
         if idx is None:
             ret = E.encls_result(k.machine.encls(cpu, 2, sig, secs_phys, tok))
         else:
             ret = E.einit(k, sig, idx, tok)
     finally:
-        k.svn.release_guard_end(guard)
+        k.svn.encls_fence_end(guard)
     if E.encls_faulted(ret):
         return -U.EFAULT, E.ENCLS_TRAPNR(ret)
     return ret, 0
