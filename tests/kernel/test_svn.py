@@ -655,3 +655,16 @@ def test_619_open_fails_eagain_when_starved_and_count_unchanged() -> None:
     assert k.sgx_usage_count == 1
     p.close(fd)
     w.teardown()
+
+
+def test_destructive_trigger_with_guest_pages_skipped_is_ebusy_without_warn() -> None:
+    """vepc = "skip": a VM keeps valid EPC, EUPDATESVN reports SGX_EPC_NOT_READY (logged); the
+    administrator's write fails with EBUSY (users remain), not the unexpected-error WARN + EIO."""
+    w = svn_world(64, policy="explicit-trigger", trigger_mode="destructive", vepc="skip")
+    k = w.kernel
+    p = w.proc()
+    _guest_enclave(w, p)
+    k.svn.microcode_reload(raised_patch(w))
+    assert k.svn.update_svn_store() == -errno.EBUSY
+    assert last(w).result == SgxStatus.SGX_EPC_NOT_READY and k.log.warn_count == 0
+    w.teardown()

@@ -785,6 +785,9 @@ class SgxSvn:
             r = rec.result
             if r < 0:
                 rec.errno = -EINTR if r == -ERESTARTSYS else r
+            elif r == SgxStatus.SGX_EPC_NOT_READY:
+                # Guest pages skipped (vepc = "skip"): expected and already logged, no WARN.
+                rec.errno = -EBUSY
             else:
                 rec.errno = self._errno_of(r)
             return rec.errno
