@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from sgxsim.attest import parse_quote
-from sgxsim.cli_attest import collateral_from_json, collateral_to_json, quote, verify
+from sgxsim.cli.attest import collateral_from_json, collateral_to_json, quote, verify
 from sgxsim.errors import InvalidArgument
 
 GENERATED_AT = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)

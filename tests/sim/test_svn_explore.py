@@ -282,7 +282,7 @@ def test_cli_usage_errors(tmp_path: Path) -> None:
 
 
 def test_cli_toml_maps_to_builtin(tmp_path: Path) -> None:
-    from sgxsim.cli_explore import program_for_toml
+    from sgxsim.cli.explore import program_for_toml
 
     f = tmp_path / "s.toml"
     f.write_text('[scenario]\nname = "x"\nseed = 9\n[machine]\nsvn_update_policy = "linux-6.19-on-open"\n')

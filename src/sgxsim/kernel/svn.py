@@ -11,18 +11,18 @@ next to the allocator every reader guards), the late-load path of the microcode 
 trigger (RFC v1's sysfs file / the 2025 ``sgx.update_svn`` knob) and Linux 6.19's EUPDATESVN on
 the first open of an SGX device (``sgx_inc_usage_count`` / ``sgx_update_svn``).
 
-Policies (``SvnConfig.policy``):
+Policies (``SvnConfig.policy``, a :class:`~sgxsim.kernel.policy.SvnPolicy`):
 
-``"rfc-v2-teardown"``
+``RFC_V2_TEARDOWN``
     After every successful late load (and once at SGX initialization): lock EPC, zap, EUPDATESVN,
     unlock. Errors are logged only.
-``"explicit-trigger"``
+``EXPLICIT_TRIGGER``
     The late load does nothing SGX-specific; :meth:`SgxSvn.update_svn_store` runs the update,
     destructively (the teardown above) or non-destructively (-EBUSY while any SGX user exists).
-``"linux-6.19-on-open"``
+``LINUX_6_19_ON_OPEN``
     EUPDATESVN on the 0 → 1 transition of the SGX usage count (open of /dev/sgx_enclave or
     /dev/sgx_vepc); running enclaves are never disturbed.
-``"none"``
+``NONE``
     A kernel without EUPDATESVN support (CPUSVN changes only across a reset).
 
 Fixed by default, reproducible as posted: ``SvnConfig.rfc_v2_as_posted = True`` reproduces the
@@ -48,6 +48,7 @@ from sgxsim.hw.arch import SgxStatus, cpusvn_le
 from sgxsim.hw.cpu import MicrocodePatch
 from sgxsim.kernel import encls as E  # noqa: N812
 from sgxsim.kernel.locking import AtomicInt, Mutex, RwSemaphore, WaitQueue, cond_resched
+from sgxsim.kernel.policy import SvnPolicy
 from sgxsim.kernel.uapi import EAGAIN, EBUSY, EINTR, EINVAL, EIO, EOPNOTSUPP, ERESTARTSYS
 
 if TYPE_CHECKING:
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MICROCODE_APPLY_NS",
-    "POLICIES",
     "SGX_ZAP_RETRIES",
     "SVN_RETRY_LOOPS",
     "SgxSvn",
@@ -65,8 +65,6 @@ __all__ = [
     "sgx_epc_pages_valid",
 ]
 
-#: Policies a machine can run (see the module docstring).
-POLICIES = ("rfc-v2-teardown", "explicit-trigger", "linux-6.19-on-open", "none")
 VEPC_POLICIES = ("skip", "zap")
 TRIGGER_MODES = ("destructive", "non-destructive")
 
@@ -100,7 +98,8 @@ def _result_name(ret: int) -> str:
 class SvnConfig:
     """How a kernel handles SVN updates (a machine option in scenarios).
 
-    ``policy``: one of :data:`POLICIES`. ``vepc``: ``"skip"`` guest (vEPC) pages as RFC v2 does
+    ``policy``: a :class:`SvnPolicy` (its string spelling is accepted too). ``vepc``: ``"skip"``
+    guest (vEPC) pages as RFC v2 does
     (EUPDATESVN then reports SGX_EPC_NOT_READY while a VM holds valid EPC) or ``"zap"`` them too
     (the guest sees EPC loss, as after migration). ``trigger_mode``: for ``explicit-trigger``,
     ``"destructive"`` (teardown) or ``"non-destructive"`` (-EBUSY while any SGX user exists).
@@ -111,7 +110,7 @@ class SvnConfig:
     10 (EUPDATESVN once after EPC sanitization, for kexec).
     """
 
-    policy: str = "rfc-v2-teardown"
+    policy: SvnPolicy = SvnPolicy.RFC_V2_TEARDOWN
     vepc: str = "skip"
     trigger_mode: str = "destructive"
     rfc_v2_as_posted: bool = False
@@ -119,8 +118,11 @@ class SvnConfig:
     update_at_init: bool = True
 
     def __post_init__(self) -> None:
-        if self.policy not in POLICIES:
-            raise InvalidArgument(f"svn_update_policy must be one of {POLICIES}, got {self.policy!r}")
+        try:
+            # A frozen dataclass: normalise a string spelling to the enum member.
+            object.__setattr__(self, "policy", SvnPolicy.parse(self.policy))
+        except ValueError as err:
+            raise InvalidArgument(f"svn_update_policy: {err}") from None
         if self.vepc not in VEPC_POLICIES:
             raise InvalidArgument(f"vepc must be one of {VEPC_POLICIES}, got {self.vepc!r}")
         if self.trigger_mode not in TRIGGER_MODES:
@@ -733,7 +735,7 @@ class SgxSvn:
         CONFIG_X86_SGX and CPUID.(0x12,0).EAX[10]).
         """
         k = self.k
-        if self.config.policy != "rfc-v2-teardown" or not k.sgx_eupdatesvn or k.sgx_disabled:
+        if self.config.policy is not SvnPolicy.RFC_V2_TEARDOWN or not k.sgx_eupdatesvn or k.sgx_disabled:
             return
         if self.config.only_if_svn_rises and not self._svn_would_rise():
             rec = self._begin("late_load")
@@ -755,7 +757,7 @@ class SgxSvn:
         """
         k = self.k
         if (
-            self.config.policy != "rfc-v2-teardown"
+            self.config.policy is not SvnPolicy.RFC_V2_TEARDOWN
             or not self.config.update_at_init
             or not k.sgx_eupdatesvn
             or len(k.sgx_dirty_pages)
@@ -776,7 +778,7 @@ class SgxSvn:
         (the knob does not exist there).
         """
         k = self.k
-        if self.config.policy != "explicit-trigger":
+        if self.config.policy is not SvnPolicy.EXPLICIT_TRIGGER:
             return -EINVAL
         if not k.sgx_eupdatesvn or k.sgx_disabled:
             return -EOPNOTSUPP
@@ -851,14 +853,14 @@ class SgxSvn:
         """
         k = self.k
         policy = self.config.policy
-        if policy == "explicit-trigger":
+        if policy is SvnPolicy.EXPLICIT_TRIGGER:
             self.sgx_update_rwsem.down_read()
             k.sgx_usage_count += 1
             self.sgx_update_rwsem.up_read()
             return 0
         self.sgx_svn_lock.lock()
         try:
-            if k.sgx_usage_count == 0 and policy == "linux-6.19-on-open":
+            if k.sgx_usage_count == 0 and policy is SvnPolicy.LINUX_6_19_ON_OPEN:
                 ret = self.sgx_update_svn()
                 if ret:
                     return ret

@@ -61,6 +61,7 @@ from sgxsim.hw.machine import DEFAULT_EPC_BASE, DEFAULT_EPC_STRIDE, LatencyTable
 from sgxsim.kernel import uapi
 from sgxsim.kernel.locking import NullScheduler, NullTask
 from sgxsim.kernel.main import EpcOwner, Kernel, KernelConfig
+from sgxsim.kernel.policy import SvnPolicy
 from sgxsim.kernel.printk import KernelLog
 from sgxsim.kernel.process import Process, ProcessSignal
 from sgxsim.kernel.svn import SvnConfig, SvnUpdate
@@ -78,7 +79,7 @@ from sgxsim.sdk.sign import generate_signing_key, sign_enclave
 from sgxsim.sim.attestation import AttestationWorld, Platform, TcbRecovery, default_tcb_description
 from sgxsim.sim.clock import SimClock
 from sgxsim.sim.report import EnclaveRow, Report, Scalar
-from sgxsim.sim.scenario import POLICIES, EventSpec, Scenario, VmSpec, WorkloadSpec
+from sgxsim.sim.scenario import EventSpec, Scenario, VmSpec, WorkloadSpec
 from sgxsim.sim.timeline import TimelineData, format_ns
 from sgxsim.sim.trace import DEFAULT_MAX_BYTES, TraceRecorder, Track
 
@@ -97,7 +98,7 @@ WHAT_IF_POLICY = "only_if_svn_rises"
 #: How reports label the what-if (it needs knowledge Linux does not have).
 WHAT_IF_LABEL = "only_if_svn_rises (what-if, impossible in Linux)"
 #: Policies :class:`Runner` accepts: the three designs, a pre-EUPDATESVN kernel, the what-if.
-RUN_POLICIES = (*POLICIES, "none", WHAT_IF_POLICY)
+RUN_POLICIES = (*(p.value for p in SvnPolicy), WHAT_IF_POLICY)
 
 #: A refused open/ioctl is retried after this long (simulated).
 RETRY_NS = 100_000_000
@@ -365,7 +366,7 @@ class Runner:
     def _svn_config(self) -> SvnConfig:
         """The kernel's SVN update configuration for this run's policy."""
         m = self.scenario.machine
-        policy = "rfc-v2-teardown" if self.policy == WHAT_IF_POLICY else self.policy
+        policy = SvnPolicy.RFC_V2_TEARDOWN if self.policy == WHAT_IF_POLICY else SvnPolicy(self.policy)
         return SvnConfig(
             policy=policy,
             vepc=m.vepc,

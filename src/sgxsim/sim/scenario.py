@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sgxsim.errors import ScenarioError
+from sgxsim.kernel.policy import SvnPolicy
 
 __all__ = [
-    "POLICIES",
     "EpcSectionSpec",
     "EventSpec",
     "MachineSpec",
@@ -37,7 +37,6 @@ __all__ = [
 
 #: The kernel designs a machine can run (issue "The core"): the RFC v2 teardown after every late
 #: load, an explicit administrator trigger, and the design Linux 6.19 merged.
-POLICIES = ("rfc-v2-teardown", "explicit-trigger", "linux-6.19-on-open")
 VEPC_POLICIES = ("skip", "zap")
 TRIGGER_MODES = ("destructive", "non-destructive")
 ON_EPC_LOSS = ("restart", "exit")
@@ -186,7 +185,7 @@ class MachineSpec:
     eupdatesvn: bool = True
     early_patch: PatchSpec = PatchSpec("early", 0xD0003A5, 2)
     patches: tuple[PatchSpec, ...] = ()
-    svn_update_policy: str = "rfc-v2-teardown"
+    svn_update_policy: SvnPolicy = SvnPolicy.RFC_V2_TEARDOWN
     vepc: str = "skip"
     trigger_mode: str = "destructive"
     rfc_v2_as_posted: bool = False
@@ -476,7 +475,9 @@ def _machine(r: _Reader | None) -> MachineSpec:
         eupdatesvn=r.get("eupdatesvn", r.bool_(), True),
         early_patch=early,
         patches=tuple(patches),
-        svn_update_policy=r.get("svn_update_policy", r.str_(POLICIES), "rfc-v2-teardown"),
+        svn_update_policy=SvnPolicy(
+            r.get("svn_update_policy", r.str_(tuple(SvnPolicy)), SvnPolicy.RFC_V2_TEARDOWN.value)
+        ),
         vepc=r.get("vepc", r.str_(VEPC_POLICIES), "skip"),
         trigger_mode=r.get("trigger_mode", r.str_(TRIGGER_MODES), "destructive"),
         rfc_v2_as_posted=r.get("rfc_v2_as_posted", r.bool_(), False),
@@ -669,7 +670,7 @@ def json_schema() -> dict[str, Any]:
                             },
                         },
                     },
-                    "svn_update_policy": {"enum": list(POLICIES)},
+                    "svn_update_policy": {"enum": [p.value for p in SvnPolicy]},
                     "vepc": {"enum": list(VEPC_POLICIES)},
                     "trigger_mode": {"enum": list(TRIGGER_MODES)},
                     "rfc_v2_as_posted": {"type": "boolean"},

@@ -79,6 +79,7 @@ from sgxsim.kernel import uapi as U  # noqa: N812
 from sgxsim.kernel.encl import SGX_ENCL_CREATED, SGX_ENCL_DEAD
 from sgxsim.kernel.kvm import Vm, VmConfig
 from sgxsim.kernel.main import SGX_NR_HIGH_PAGES, Kernel, validate_epc
+from sgxsim.kernel.policy import SvnPolicy
 from sgxsim.kernel.printk import KernelLog
 from sgxsim.kernel.process import Process, ProcessSignal
 from sgxsim.kernel.svn import SvnConfig, SvnUpdate
@@ -799,7 +800,7 @@ def _setup_entropy(starve: int | None) -> Setup:
 def _setup_kexec(w: SvnWorld) -> None:
     """The previous kernel left enclaves in the EPC and loaded a newer patch; kexec; boot."""
     m = w.machine
-    old = Kernel(m, svn=SvnConfig(policy="none"))
+    old = Kernel(m, svn=SvnConfig(policy=SvnPolicy.NONE))
     p = Process(old, "old-user", cpu=2)
     _old_enclave(w, old, p)
     patch = _patch(w)
@@ -985,7 +986,7 @@ class SvnScenario:
     name: str
     summary: str
     setup: Setup
-    policy: str = "rfc-v2-teardown"
+    policy: SvnPolicy = SvnPolicy.RFC_V2_TEARDOWN
     vepc: str = "skip"
     trigger_mode: str = "destructive"
     update_at_init: bool = True
@@ -1034,12 +1035,12 @@ _SCENARIO_LIST: Final = (
     _S("kexec-init", "after kexec the driver sanitizes the EPC and runs EUPDATESVN at init",
        _setup_kexec, trigger="init"),
     _S("trigger-destructive", "the explicit trigger in destructive mode: teardown on demand",
-       _setup_trigger("destructive"), policy="explicit-trigger", trigger="trigger"),
+       _setup_trigger("destructive"), policy=SvnPolicy.EXPLICIT_TRIGGER, trigger="trigger"),
     _S("trigger-nondestructive", "the explicit trigger in non-destructive mode: -EBUSY while users exist",
-       _setup_trigger("non-destructive"), policy="explicit-trigger", trigger_mode="non-destructive",
+       _setup_trigger("non-destructive"), policy=SvnPolicy.EXPLICIT_TRIGGER, trigger_mode="non-destructive",
        trigger="trigger", outcomes=frozenset({"SUCCESS", "SGX_NO_UPDATE", "-EBUSY"})),
     _S("linux-6.19", "EUPDATESVN on the 0 -> 1 usage transition, open/close racing it",
-       _setup_619, policy="linux-6.19-on-open", trigger="open",
+       _setup_619, policy=SvnPolicy.LINUX_6_19_ON_OPEN, trigger="open",
        outcomes=frozenset({"SUCCESS", "SGX_NO_UPDATE"}),
        allowed_errnos=frozenset({"EBUSY", "EIO", "EAGAIN"})),
     _S("guest-zap", "a booted guest runs an enclave: its pages are EREMOVE'd, the guest rebuilds",
@@ -1116,7 +1117,7 @@ def _inv_eupdatesvn(w: SvnWorld) -> str | None:
     alive = [e.id for e in list(k.enclaves.values()) if not _encl_dead(w, e)]
     if alive:
         return f"enclave(s) {alive} created before the update are not dead after EUPDATESVN succeeded"
-    if k.svn.config.policy == "linux-6.19-on-open" and k.sgx_usage_count:
+    if k.svn.config.policy is SvnPolicy.LINUX_6_19_ON_OPEN and k.sgx_usage_count:
         return f"EUPDATESVN succeeded with SGX usage count {k.sgx_usage_count}"
     return None
 
@@ -1126,8 +1127,8 @@ def _inv_usage_zero(w: SvnWorld) -> str | None:
     if k is None or k.sgx_usage_count == 0:
         return None
     cfg = k.svn.config
-    counted = cfg.policy == "linux-6.19-on-open" or (
-        cfg.policy == "explicit-trigger" and cfg.trigger_mode == "non-destructive"
+    counted = cfg.policy is SvnPolicy.LINUX_6_19_ON_OPEN or (
+        cfg.policy is SvnPolicy.EXPLICIT_TRIGGER and cfg.trigger_mode == "non-destructive"
     )
     if counted and any(lp.inflight == EnclsLeaf.EUPDATESVN for lp in w.machine.cpus):
         return f"EUPDATESVN in flight with SGX usage count {k.sgx_usage_count}"

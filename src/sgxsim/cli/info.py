@@ -1,9 +1,4 @@
-"""The ``sgxsim`` command line.
-
-Exit codes: 0 ok, 1 scenario or check failure, 2 usage error (click's convention).
-Every command takes ``--json`` for machine-readable output and ``--seed`` for
-reproducibility.
-"""
+"""``sgxsim info``: the simulated machine as software sees it (CPUID leaf 0x12, CPUs, CPUSVN)."""
 
 from __future__ import annotations
 
@@ -20,7 +15,7 @@ from sgxsim.hw.epc import EpcSectionConfig
 from sgxsim.hw.machine import DEFAULT_EPC_BASE, DEFAULT_EPC_STRIDE, Machine, MachineConfig
 from sgxsim.rand import Rng
 
-__all__ = ["main"]
+__all__ = ["info"]
 
 _MIB = 1 << 20
 
@@ -99,13 +94,7 @@ def _print_info(console: Console, info: dict[str, Any]) -> None:
     console.print(f"CPUSVN: {info['cpusvn']} ({state})")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="sgxsim")
-def main() -> None:
-    """sgxsim: an executable model of Intel SGX under Linux, for studying EUPDATESVN."""
-
-
-@main.command()
+@click.command("info")
 @click.option(
     "--sockets", type=click.IntRange(1, 8), default=2, show_default=True, help="CPU sockets (NUMA nodes)."
 )
@@ -125,7 +114,13 @@ def main() -> None:
 )
 @click.option("--sgx2/--no-sgx2", default=True, show_default=True, help="Enumerate SGX2 (EDMM).")
 @click.option("--eupdatesvn/--no-eupdatesvn", default=True, show_default=True, help="Enumerate EUPDATESVN.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the machine's randomness.")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of the machine's randomness.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def info(
     sockets: int, cpus_per_socket: int, epc_mib: int, sgx2: bool, eupdatesvn: bool, seed: int, as_json: bool
@@ -137,22 +132,3 @@ def info(
         click.echo(json.dumps(data, indent=2))
     else:
         _print_info(Console(file=sys.stdout), data)
-
-
-def _register_commands() -> None:
-    """Attach the commands that live in their own modules (imported lazily: they import the sim
-    layer, which ``sgxsim info`` does not need at import time)."""
-    from sgxsim import cli_explore, cli_run
-    from sgxsim.cli_attest import quote, verify
-
-    main.add_command(quote)
-    main.add_command(verify)
-    cli_run.register(main)  # demo, run, compare, inspect
-    main.add_command(cli_explore.explore_cmd)
-
-
-_register_commands()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

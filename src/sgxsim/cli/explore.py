@@ -27,6 +27,7 @@ from typing import Any
 import click
 
 from sgxsim.errors import SgxSimError
+from sgxsim.kernel.policy import SvnPolicy
 from sgxsim.sim.explore import STRATEGIES, Violation, explore, format_violation, replay
 from sgxsim.sim.svn_explore import AS_POSTED_SUFFIX, SCENARIOS, svn_program
 
@@ -47,11 +48,11 @@ def program_for_toml(path: str) -> tuple[str, int]:
         raise click.UsageError(f"cannot load scenario {path}: {exc}") from exc
     m = sc.machine
     policy = m.svn_update_policy
-    if policy == "rfc-v2-teardown":
+    if policy is SvnPolicy.RFC_V2_TEARDOWN:
         name = ("vepc-zap" if m.vepc == "zap" else "vepc-skip") if sc.vms else "success"
-    elif policy == "explicit-trigger":
+    elif policy is SvnPolicy.EXPLICIT_TRIGGER:
         name = "trigger-destructive" if m.trigger_mode == "destructive" else "trigger-nondestructive"
-    elif policy == "linux-6.19-on-open":
+    elif policy is SvnPolicy.LINUX_6_19_ON_OPEN:
         name = "linux-6.19"
     else:
         raise click.UsageError(f"{path}: svn_update_policy {policy!r} has no SVN update to explore")

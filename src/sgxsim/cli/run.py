@@ -28,12 +28,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from sgxsim.errors import InvalidArgument, ScenarioError
+from sgxsim.kernel.policy import SvnPolicy
 from sgxsim.sim.report import Report, Scalar, write_outputs
 from sgxsim.sim.runner import RUN_POLICIES, WHAT_IF_POLICY, Runner, RunResult, policy_label
-from sgxsim.sim.scenario import POLICIES, Scenario, load_scenario, parse_duration
+from sgxsim.sim.scenario import Scenario, load_scenario, parse_duration
 from sgxsim.sim.timeline import COMPARISON_METRICS
 
-__all__ = ["compare", "demo", "inspect", "register", "run"]
+__all__ = ["compare", "demo", "inspect", "run"]
 
 _DEFAULT_OUT = "sgxsim-out"
 
@@ -213,9 +214,9 @@ def _parse_policies(text: str) -> list[str]:
         p = raw.strip()
         if not p:
             continue
-        if p not in (*POLICIES, "none", WHAT_IF_POLICY):
+        if p not in RUN_POLICIES:
             raise click.BadParameter(
-                f"{p!r} is not a policy ({', '.join((*POLICIES, 'none', WHAT_IF_POLICY))})",
+                f"{p!r} is not a policy ({', '.join(RUN_POLICIES)})",
                 param_hint="--policies",
             )
         if p not in out:
@@ -229,7 +230,7 @@ def _parse_policies(text: str) -> list[str]:
 @click.argument("scenario", metavar="SCENARIO")
 @click.option(
     "--policies",
-    default=",".join(POLICIES),
+    default=",".join(p.value for p in SvnPolicy if p is not SvnPolicy.NONE),
     show_default=True,
     help="Comma-separated SVN update policies to compare.",
 )
@@ -387,9 +388,3 @@ def _print_inspect(console: Console, data: dict[str, Any], verbose: int) -> None
                     f"CSSA {tcs['cssa']} NSSA {tcs['nssa']} OENTRY {tcs['oentry']:#x}",
                     highlight=False,
                 )
-
-
-def register(group: click.Group) -> None:
-    """Add demo, run, compare and inspect to the ``sgxsim`` group."""
-    for cmd in (demo, run, compare, inspect):
-        group.add_command(cmd)
