@@ -25,6 +25,7 @@ from sgxsim.sim import runner as runner_mod
 from sgxsim.sim.inspect import inspect_runner, inspect_schema
 from sgxsim.sim.report import report_schema
 from sgxsim.sim.runner import WHAT_IF_LABEL, WHAT_IF_POLICY, Runner
+from sgxsim.sim.runner import results as results_mod
 from sgxsim.sim.scenario import EpcSectionSpec, load_scenario, parse_scenario
 from sgxsim.sim.timeline import COMPARISON_METRICS
 
@@ -363,7 +364,7 @@ def test_owner_counts_do_not_depend_on_the_slice(monkeypatch: pytest.MonkeyPatch
     text = scenario(RECOVER_AND_LOAD)
     r, res = run(text)
     whole = runner_mod._owner_counts(r.kernel)
-    monkeypatch.setattr(runner_mod, "_COUNT_SLICE", 1000)
+    monkeypatch.setattr(results_mod, "_COUNT_SLICE", 1000)
     sliced = runner_mod._owner_counts(r.kernel)
     assert [a.tolist() for a in whole] == [a.tolist() for a in sliced]
     _r2, res2 = run(text)
@@ -383,7 +384,7 @@ def test_owner_counts_match_a_per_page_histogram(runs: list[tuple[int, int, int]
     ids = np.repeat(np.array([i for _, i, _ in runs], dtype=np.int32), [n for _, _, n in runs])
     fake = types.SimpleNamespace(epc_owner_kind=kinds, epc_owner_id=ids)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(runner_mod, "_COUNT_SLICE", slice_pages)
+        mp.setattr(results_mod, "_COUNT_SLICE", slice_pages)
         counts, vepc = runner_mod._owner_counts(fake)  # type: ignore[arg-type]
     encl = (kinds >= 1) & (kinds <= 3)
     want_c = np.bincount(ids[encl], minlength=max(len(counts), 1))
@@ -412,4 +413,4 @@ def test_large_example_scaled_down_fills_swaps_and_zaps() -> None:
     assert res.metrics["enclaves_destroyed"] == 16 and res.metrics["svn_updates_ok"] == 1
     (step,) = res.timeline.cpusvn_steps
     assert cpusvn_le(bytes.fromhex(step.old), bytes.fromhex(step.new)) and step.old != step.new
-    assert res.report.warnings == 0
+    assert res.report.kernel_warnings == 0

@@ -54,7 +54,7 @@ def _report(comparison: bool = True) -> Report:
             "[    3.000000] microcode: updated early: 0xd0003a5 -> 0xd0003b9",
             "[    3.040000] sgx: SVN updated",
         ],
-        warnings=1,
+        kernel_warnings=1,
         comparison=[
             {"policy": "rfc-v2-teardown", "enclaves_destroyed": 4, "time_to_attested_ns": 1_200_000_000},
             {"policy": "linux-6.19-on-open", "enclaves_destroyed": 0, "time_to_attested_ns": None, "x": 1},
@@ -107,6 +107,9 @@ def test_json_key_order_is_stable() -> None:
         "enclaves",
         "verdicts",
         "kernel_log",
+        "kernel_warnings",
+        "events",
+        "updates",
         "warnings",
         "comparison",
     ]

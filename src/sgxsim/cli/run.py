@@ -157,8 +157,8 @@ def _finish(result: RunResult, out_dir: Path, as_json: bool, verbose: int, quiet
         click.echo(result.report.to_json(), nl=False)
     else:
         _print_run(Console(file=sys.stdout), result.report, verbose, quiet, paths)
-    if strict and result.report.warnings:
-        _fail(f"{result.report.warnings} kernel WARN(s) during the run (see kernel.log)", 1)
+    if strict and result.report.kernel_warnings:
+        _fail(f"{result.report.kernel_warnings} kernel WARN(s) during the run (see kernel.log)", 1)
 
 
 @click.command()
@@ -281,7 +281,7 @@ def compare(
             console = Console(file=sys.stdout)
             base.report.render_rich(console)
             console.print(f"Wrote {', '.join(sorted(paths))} to {out_dir}", highlight=False)
-        if strict and any(r.report.warnings for r in results):
+        if strict and any(r.report.kernel_warnings for r in results):
             _fail("kernel WARN(s) during a run (see kernel.log)", 1)
 
 

@@ -527,8 +527,14 @@ class Kernel:
         return page
 
     def batch_ok(self) -> bool:
-        """Whether uncontended runs may use the hardware batch paths (single-task scheduling)."""
-        return self.config.use_batch and isinstance(self.sched, NullScheduler)
+        """Whether uncontended runs may use the hardware batch paths: single-task scheduling, or a
+        scheduler whose ``batch_ok()`` says nothing else can run now (the scenario runner's)."""
+        if not self.config.use_batch:
+            return False
+        if isinstance(self.sched, NullScheduler):
+            return True
+        ask = getattr(self.sched, "batch_ok", None)
+        return bool(ask()) if callable(ask) else False
 
     def pr_err_once(self, key: str, fmt: str, *args: object) -> None:
         """pr_err_once(): log the first time ``key`` is seen."""

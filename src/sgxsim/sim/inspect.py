@@ -177,7 +177,7 @@ def inspect_runner(
         "scenario": runner.scenario.name,
         "seed": runner.seed,
         "policy": runner.policy,
-        "at_ns": runner.clock.now_ns() - runner.t0_ns,
+        "at_ns": runner.clock.now_ns(),
         "machine_time_ns": runner.clock.now_ns(),
         "cpusvn": None if cpusvn is None else cpusvn.hex(),
         "epc_sections": sections,

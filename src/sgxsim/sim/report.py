@@ -47,7 +47,9 @@ __all__ = [
 ]
 
 #: The ``format`` field of every report; bump when the schema changes incompatibly.
-REPORT_FORMAT = "sgxsim-report/1"
+REPORT_FORMAT = "sgxsim-report/2"
+#: The fields every event object has.
+_EVENT_KEYS = ("t_start_ns", "t_end_ns", "kind", "subject", "outcome", "detail")
 
 Scalar = str | int | float | bool | None
 
@@ -104,9 +106,17 @@ class EnclaveRow:
     restarts: int = 0
     downtime_ns: int = 0
     last_verdict: str | None = None
+    #: Last successful ECALL before each loss to the first after, summed.
+    unavailable_ns: int = 0
+    #: ECALL latency of the ECALL threads before/during/after the first SVN update:
+    #: ``{"before": {"n", "p50", "p99", "max"}, ...}``.
+    ecall_latency_ns: dict[str, dict[str, Scalar]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _str(self.name, "enclave name")
+        _nat(self.unavailable_ns, "unavailable_ns")
+        for phase, stats in self.ecall_latency_ns.items():
+            _scalar_map(stats, f"ecall_latency_ns[{phase!r}]")
         _nat(self.pid, "pid")
         _str(self.state, "state")
         _nat(self.epc_pages_peak, "epc_pages_peak")
@@ -125,7 +135,20 @@ class EnclaveRow:
             "restarts": self.restarts,
             "downtime_ns": self.downtime_ns,
             "last_verdict": self.last_verdict,
+            "unavailable_ns": self.unavailable_ns,
+            "ecall_latency_ns": {k: dict(v) for k, v in self.ecall_latency_ns.items()},
         }
+
+
+def _event_dict(ev: dict[str, Any]) -> dict[str, Any]:
+    out = {key: ev[key] for key in _EVENT_KEYS}
+    if ev.get("extra"):
+        out["extra"] = dict(ev["extra"])
+    return out
+
+
+def _warning_dict(w: dict[str, Scalar]) -> dict[str, Scalar]:
+    return {"key": w.get("key"), "line": w.get("line"), "message": w.get("message")}
 
 
 def _verdict_dict(v: Verdict) -> dict[str, Any]:
@@ -157,8 +180,16 @@ class Report:
     enclaves: list[EnclaveRow] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
     kernel_log: list[str] = field(default_factory=list)
-    warnings: int = 0
+    #: Kernel WARNs logged during the run.
+    kernel_warnings: int = 0
     comparison: list[dict[str, Scalar]] = field(default_factory=list)
+    #: Structured events (``t_start_ns``, ``t_end_ns``, ``kind``, ``subject``, ``outcome``,
+    #: ``detail``; optional ``extra`` scalars), in start order.
+    events: list[dict[str, Any]] = field(default_factory=list)
+    #: One row per SVN update attempt, with its window metrics.
+    updates: list[dict[str, Scalar]] = field(default_factory=list)
+    #: What the run had to change from what the scenario says: ``{"key", "line", "message"}``.
+    warnings: list[dict[str, Scalar]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -185,7 +216,20 @@ class Report:
                 raise InvalidArgument(f"verdicts[{i}] must be a Verdict, got {verdict!r}")
         for i, line in enumerate(_list(self.kernel_log, "kernel_log")):
             _str(line, f"kernel_log[{i}]", empty=True)
-        _nat(self.warnings, "warnings")
+        _nat(self.kernel_warnings, "kernel_warnings")
+        for i, ev in enumerate(_list(self.events, "events")):
+            if not isinstance(ev, dict):
+                raise InvalidArgument(f"events[{i}] must be a mapping, got {ev!r}")
+            for key in _EVENT_KEYS:
+                if key not in ev:
+                    raise InvalidArgument(f"events[{i}] lacks {key!r}")
+            if ev["t_end_ns"] < ev["t_start_ns"]:
+                raise InvalidArgument(f"events[{i}] ends before it starts")
+        for i, urow in enumerate(_list(self.updates, "updates")):
+            _scalar_map(urow, f"updates[{i}]")
+        for i, wrow in enumerate(_list(self.warnings, "warnings")):
+            _scalar_map(wrow, f"warnings[{i}]")
+            _str(wrow.get("message"), f"warnings[{i}]['message']")
         for i, crow in enumerate(_list(self.comparison, "comparison")):
             _scalar_map(crow, f"comparison[{i}]")
             _str(crow.get("policy"), f"comparison[{i}]['policy']")
@@ -207,7 +251,10 @@ class Report:
             "enclaves": [e.to_dict() for e in self.enclaves],
             "verdicts": [_verdict_dict(v) for v in self.verdicts],
             "kernel_log": list(self.kernel_log),
-            "warnings": self.warnings,
+            "kernel_warnings": self.kernel_warnings,
+            "events": [_event_dict(ev) for ev in self.events],
+            "updates": [dict(row) for row in self.updates],
+            "warnings": [_warning_dict(w) for w in self.warnings],
             "comparison": [_comparison_row(row) for row in self.comparison],
         }
 
@@ -232,9 +279,12 @@ class Report:
                 summary=[(row["item"], row["value"]) for row in data["summary"]],
                 metrics=dict(data["metrics"]),
                 enclaves=[EnclaveRow(**row) for row in data["enclaves"]],
+                events=[dict(ev) for ev in data["events"]],
+                updates=[dict(row) for row in data["updates"]],
+                kernel_warnings=data["kernel_warnings"],
                 verdicts=[Verdict(**row) for row in data["verdicts"]],
                 kernel_log=list(data["kernel_log"]),
-                warnings=data["warnings"],
+                warnings=[dict(w) for w in data["warnings"]],
                 comparison=[dict(row) for row in data["comparison"]],
             )
         except InvalidArgument:
@@ -261,7 +311,10 @@ class Report:
         out.append(f"- policy: `{_md_inline(self.policy)}`")
         for key, value in _scalar_map(self.machine, "machine").items():
             out.append(f"- {_md_inline(_label(key))}: {_md_inline(_fmt(key, value))}")
-        out.append(f"- kernel WARNs: {self.warnings}")
+        out.append(f"- kernel WARNs: {self.kernel_warnings}")
+        for w in self.warnings:
+            where = f"{w.get('key')}" + (f" (line {w.get('line')})" if w.get("line") is not None else "")
+            out.append(f"- warning: {_md_inline(where)}: {_md_inline(str(w.get('message')))}")
         out.append("")
         if self.narrative:
             out += ["## Narrative", ""]
@@ -332,7 +385,7 @@ class Report:
             Text.assemble(
                 ("sgxsim ", "bold"),
                 (self.scenario, "bold cyan"),
-                f"  policy {self.policy}  seed {self.seed}  kernel WARNs {self.warnings}",
+                f"  policy {self.policy}  seed {self.seed}  kernel WARNs {self.kernel_warnings}",
             )
         )
         summary = Table(title="Summary", show_header=True, header_style="bold")
@@ -436,7 +489,7 @@ def report_schema() -> dict[str, Any]:
 
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": "urn:sgxsim:report:1",
+        "$id": "urn:sgxsim:report:2",
         "title": "sgxsim scenario report",
         **obj(
             {
@@ -459,6 +512,8 @@ def report_schema() -> dict[str, Any]:
                             "restarts": nat,
                             "downtime_ns": nat,
                             "last_verdict": {"type": ["string", "null"], "minLength": 1},
+                            "unavailable_ns": nat,
+                            "ecall_latency_ns": {"type": "object", "additionalProperties": scalar_map},
                         }
                     ),
                 },
@@ -475,7 +530,33 @@ def report_schema() -> dict[str, Any]:
                     ),
                 },
                 "kernel_log": strings,
-                "warnings": nat,
+                "kernel_warnings": nat,
+                "events": {
+                    "type": "array",
+                    "items": obj(
+                        {
+                            "t_start_ns": nat,
+                            "t_end_ns": nat,
+                            "kind": name,
+                            "subject": {"type": "string"},
+                            "outcome": {"type": "string"},
+                            "detail": {"type": "string"},
+                            "extra": scalar_map,
+                        },
+                        required=list(_EVENT_KEYS),
+                    ),
+                },
+                "updates": {"type": "array", "items": scalar_map},
+                "warnings": {
+                    "type": "array",
+                    "items": obj(
+                        {
+                            "key": {"type": ["string", "null"]},
+                            "line": {"type": ["integer", "null"]},
+                            "message": {"type": "string"},
+                        }
+                    ),
+                },
                 "comparison": {
                     "type": "array",
                     "items": {

@@ -208,6 +208,16 @@ class WorkloadSpec:
     threads: int = 1
     on_epc_loss: str = "restart"
     oversubscribe_hint: bool = False
+    #: Threads per instance making back-to-back ECALLs (0: the app only calls in when it
+    #: attests, seals or is probed after a kernel event).
+    ecall_threads: int = 0
+    #: Simulated time one ECALL of an ECALL thread spends in enclave mode.
+    ecall_time: int = 1_000_000
+    #: Logical CPUs the instance's threads run on, in order: the main thread, then the ECALL
+    #: threads (cycled; instances take consecutive slots). Empty: spread over the CPUs.
+    cpus: tuple[int, ...] = ()
+    #: Build (create, add, init, grow) and destroy a short-lived enclave this often (None: never).
+    build_every: int | None = None
     #: Under memory pressure right after it is built, ksgxd swaps this enclave's pages out (EWB).
     swap_out: bool = False
 
@@ -488,7 +498,23 @@ def _machine(r: _Reader | None) -> MachineSpec:
     return spec
 
 
-def _workload(r: _Reader) -> WorkloadSpec:
+def _cpu_list(r: _Reader, ncpu: int) -> Callable[[object, str], tuple[int, ...]]:
+    def conv(v: object, key: str) -> tuple[int, ...]:
+        if not isinstance(v, list) or not v:
+            r.fail(f"expected a non-empty array of CPU numbers, got {v!r}", key)
+        assert isinstance(v, list)
+        out = []
+        for i, item in enumerate(v):
+            cpu = r.int_(0)(item, f"{key}[{i}]")
+            if cpu >= ncpu:
+                r.fail(f"CPU {cpu} does not exist: the machine has {ncpu} logical CPUs (0..{ncpu - 1})", key)
+            out.append(cpu)
+        return tuple(out)
+
+    return conv
+
+
+def _workload(r: _Reader, ncpu: int = 1 << 30) -> WorkloadSpec:
     w = WorkloadSpec(
         name=r.require("name", r.str_()),
         count=r.get("count", r.int_(1, 100_000), 1),
@@ -503,7 +529,15 @@ def _workload(r: _Reader) -> WorkloadSpec:
         threads=r.get("threads", r.int_(1, 64), 1),
         on_epc_loss=r.get("on_epc_loss", r.str_(ON_EPC_LOSS), "restart"),
         swap_out=r.get("swap_out", r.bool_(), False),
+        ecall_threads=r.get("ecall_threads", r.int_(0, 64), 0),
+        ecall_time=r.get("ecall_time", r.duration(), 1_000_000),
+        cpus=r.get("cpus", _cpu_list(r, ncpu), ()),
+        build_every=r.get("build_every", r.opt_duration(), None),
     )
+    if w.ecall_threads and w.ecall_time < 1000:
+        r.fail("an ECALL spends at least 1us in enclave mode", r.key("ecall_time"))
+    if w.build_every is not None and w.build_every < 100_000:
+        r.fail("enclave builds are at least 100us apart", r.key("build_every"))
     if w.sgx2_growth and w.swap_out:
         r.fail("a swapped-out enclave cannot also grow with EAUG", r.key("swap_out"))
     r.done()
@@ -565,7 +599,8 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
     duration = head.get("duration", head.duration(), 10_000_000_000)
     head.done()
     machine = _machine(root.sub("machine"))
-    workloads = tuple(_workload(w) for w in root.array("workload"))
+    ncpu = machine.sockets * machine.cpus_per_socket
+    workloads = tuple(_workload(w, ncpu) for w in root.array("workload"))
     seen: set[str] = set()
     for i, w in enumerate(workloads):
         if w.name in seen:
@@ -698,6 +733,10 @@ def json_schema() -> dict[str, Any]:
                         "threads": {"type": "integer", "minimum": 1, "maximum": 64},
                         "on_epc_loss": {"enum": list(ON_EPC_LOSS)},
                         "swap_out": {"type": "boolean"},
+                        "ecall_threads": {"type": "integer", "minimum": 0, "maximum": 64},
+                        "ecall_time": duration,
+                        "cpus": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},
+                        "build_every": opt_duration,
                     },
                 },
             },

@@ -805,6 +805,24 @@ class DeterministicScheduler(SchedulerHooks):
         self._yield(cur)
         return not cur.sleep_interrupted
 
+    def wake_up_process(self, task: Task) -> bool:
+        """End an interruptible sleep of ``task`` now (not before the waker's time), without a signal.
+
+        Models: kernel/sched/core.c wake_up_process() on a task in schedule_timeout_interruptible().
+        Outcomes: ``True`` if the task was sleeping interruptibly and is now runnable (its
+        sleep_ns() returns ``False``); ``False`` otherwise (nothing changes).
+        """
+        if task.state is not TaskState.SLEEPING or not task.interruptible:
+            return False
+        task.sleep_key = -1
+        task.sleep_interrupted = True
+        self._make_runnable(task, self._waker_time())
+        return True
+
+    def runnable_count(self) -> int:
+        """How many tasks are runnable (the running one included)."""
+        return len(self._runnable)
+
     def stop_machine(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` with no other task scheduled; its preemption points do not switch.
 

@@ -32,6 +32,7 @@ __all__ = [
     "COMPARISON_METRICS",
     "STATUS_COLORS",
     "CpusvnStep",
+    "EventMark",
     "Refusal",
     "TimelineData",
     "UpdateWindow",
@@ -178,6 +179,24 @@ class Refusal:
         _text(self.kind, "kind")
 
 
+@dataclass(frozen=True)
+class EventMark:
+    """An operator or platform event drawn as a marker: a microcode load (``svn_raising`` or
+    functional), a TCB recovery, a trigger write, a drain, a restart, a kexec."""
+
+    t_ns: int
+    end_ns: int
+    kind: str
+    subject: str
+    outcome: str
+    svn_raising: bool = False
+
+    def __post_init__(self) -> None:
+        _time(self.t_ns, "t_ns")
+        _time(self.end_ns, "end_ns")
+        _text(self.kind, "kind")
+
+
 @dataclass
 class TimelineData:
     """Everything :func:`plot_timeline` draws, recorded as the run goes.
@@ -194,6 +213,13 @@ class TimelineData:
     refusals: list[Refusal] = field(default_factory=list)
     epc_capacity_pages: int | None = None
     end_ns: int | None = None
+    events: list[EventMark] = field(default_factory=list)
+
+    def add_event(
+        self, t_ns: int, end_ns: int, kind: str, subject: str, outcome: str, svn_raising: bool = False
+    ) -> None:
+        """Record an event marker (see :class:`EventMark`)."""
+        self.events.append(EventMark(t_ns, max(end_ns, t_ns), kind, subject, outcome, svn_raising))
 
     def add_epc(self, enclave: str, t_ns: int, pages: int) -> None:
         """Record that ``enclave`` holds ``pages`` EPC pages from ``t_ns`` on."""

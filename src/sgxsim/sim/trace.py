@@ -62,7 +62,19 @@ __all__ = [
 
 #: Event categories. The first seven are the brief's; ``epc`` is for EPC-usage counters and
 #: ``kernel`` for kernel messages (WARN, printk) that belong to no other category.
-CATEGORIES = ("encls", "enclu", "ioctl", "fault", "update", "reclaim", "attest", "epc", "kernel")
+CATEGORIES = (
+    "encls",
+    "enclu",
+    "ioctl",
+    "fault",
+    "update",
+    "reclaim",
+    "attest",
+    "epc",
+    "kernel",
+    "window",
+    "ecall",
+)
 
 #: Categories the budget may drop, finest (most numerous per simulated second) first.
 #: ``update`` (the SVN update phases) and ``epc`` (counters, thinned instead) are never dropped.
