@@ -88,7 +88,7 @@ def test_demo_golden_summary_and_schema(demo_out: tuple[Path, dict[str, object]]
     assert metrics["faults"] > 0 and metrics["enclaves_destroyed"] > 0
     assert json.loads((out / "report.json").read_text()) == data
     narrative = "\n".join(data["narrative"])  # type: ignore[arg-type]
-    for needle in ("swaps archive out", "VM tenant-a started", "TCB recovery", "CPUSVN 0202", "UpToDate"):
+    for needle in ("swaps archive out", "vm start VM tenant-a", "TCB recovery", "CPUSVN 0202", "UpToDate"):
         assert needle in narrative
 
 
