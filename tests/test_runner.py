@@ -28,6 +28,7 @@ from sgxsim.sim.runner import WHAT_IF_LABEL, WHAT_IF_POLICY, Runner
 from sgxsim.sim.runner import results as results_mod
 from sgxsim.sim.scenario import EpcSectionSpec, load_scenario, parse_scenario
 from sgxsim.sim.timeline import COMPARISON_METRICS
+from tests.sim.trace_checker import check_trace
 
 BASE = """\
 [scenario]
@@ -126,6 +127,7 @@ def test_report_validates_and_is_deterministic(rfc_run) -> None:  # type: ignore
     _, again = run(scenario(RECOVER_AND_LOAD))
     assert again.report.to_json() == res.report.to_json()
     assert again.trace.to_bytes() == res.trace.to_bytes()
+    assert check_trace(res.trace.to_bytes()) == []
 
 
 def test_other_seed_changes_timing_only(rfc_run) -> None:  # type: ignore[no-untyped-def]
@@ -419,10 +421,10 @@ def test_large_example_scaled_down_fills_swaps_and_zaps() -> None:
 BUSY_HOST = Path(__file__).resolve().parents[1] / "examples" / "busy-host.toml"
 
 
-def test_busy_host_shows_the_window_and_is_byte_reproducible() -> None:
+def test_busy_host_shows_the_window() -> None:
     """examples/busy-host.toml under rfc-v2-teardown: the EPC-locked window refuses ioctls and
-    interrupts ECALL threads with IPIs; events hold the load and the update; the same seed gives
-    byte-identical report.json and trace.json."""
+    interrupts ECALL threads with IPIs; events hold the load and the update; the trace nests.
+    (Byte reproducibility: test_report_validates_and_is_deterministic.)"""
     s = load_scenario(BUSY_HOST)
     res = Runner(s).run()
     m = res.metrics
@@ -433,6 +435,5 @@ def test_busy_host_shows_the_window_and_is_byte_reproducible() -> None:
     assert {"microcode_load", "svn_update", "attestation"} <= kinds
     assert all(e["t_start_ns"] <= e["t_end_ns"] for e in res.report.events)
     jsonschema.validate(res.report.to_dict(), report_schema())
-    again = Runner(s).run()
-    assert again.report.to_json() == res.report.to_json()
-    assert again.trace.to_bytes() == res.trace.to_bytes()
+    assert check_trace(res.trace.to_bytes()) == []
+    assert m["svn_updates_ok"] == 1 and m["new_cpusvn_attested"] is True

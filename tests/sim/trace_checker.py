@@ -37,7 +37,9 @@ def check_trace(data: bytes | str | Mapping[str, Any]) -> list[str]:
                 if ev["ts"] + _EPS < b["ts"]:
                     problems.append(f"event {i}: E before its B on track {track}")
         elif ph == "X":
-            slices.setdefault(track, []).append((float(ev["ts"]), float(ev["ts"]) + float(ev["dur"]), ev["name"]))
+            slices.setdefault(track, []).append(
+                (float(ev["ts"]), float(ev["ts"]) + float(ev["dur"]), ev["name"])
+            )
         elif ph == "b":
             key = (ev.get("cat"), ev.get("id"), ev.get("name"))
             open_async.setdefault(key, []).append(ev)

@@ -376,11 +376,20 @@ def _print_inspect(console: Console, data: dict[str, Any], verbose: int) -> None
     for enc in data["enclaves"]:
         s = enc["secs"]
         console.print(
-            f"[bold]enclave {enc['id']}[/bold] {enc['workload'] or ''}: {enc['epc_pages']} EPC pages, "
-            f"SECS page {s['page']}, base {s['base']:#x}, size {s['size']:#x}, "
-            f"MRENCLAVE {s.get('mrenclave', '?')}",
+            f"[bold]enclave {enc['id']}[/bold] {enc['workload'] or '(unnamed)'}: {enc['epc_pages']} EPC "
+            f"pages, SECS page {s['page']}, base {s['base']:#x}, size {s['size']:#x}, "
+            f"SSA frame {s['ssa_frame_size']} page(s), MISCSELECT {s['miscselect']:#x}, "
+            f"ATTRIBUTES {s['attributes']:#x}, XFRM {s['xfrm']:#x}",
             highlight=False,
         )
+        console.print(
+            f"  EID {s.get('eid', '?')}, initialized {s.get('initialized', '?')}, "
+            f"child count {s.get('child_count', '?')}, ISVPRODID {s.get('isv_prod_id', '?')}, "
+            f"ISVSVN {s.get('isv_svn', '?')}",
+            highlight=False,
+        )
+        console.print(f"  MRENCLAVE {s.get('mrenclave', '?')}", highlight=False)
+        console.print(f"  MRSIGNER  {s.get('mrsigner', '?')}", highlight=False)
         if verbose:
             for tcs in enc["tcs"]:
                 console.print(

@@ -106,6 +106,7 @@ def inspect_runner(
     k = runner.kernel
     epcm = m.epc.epcm
     names = {inst.encl_id: inst.name for inst in runner.instances if inst.encl_id >= 0}
+    names.update(_platform_enclaves(runner))
     sections = []
     for s in m.epc.sections:
         sl = slice(s.first_page, s.first_page + s.npages)
@@ -246,6 +247,18 @@ def _describe_enclave(
         "secs": secs_d,
         "tcs": tcs_list,
     }
+
+
+def _platform_enclaves(runner: Runner) -> dict[int, str]:
+    """Kernel enclave ids of the platform's quoting enclaves (aesmd's PCE and QE)."""
+    out: dict[int, str] = {}
+    for label, attr in (("aesmd PCE", "_pce"), ("aesmd QE", "_qe")):
+        handle = getattr(runner.platform, attr, None)
+        if handle is None or not handle.alive:
+            continue
+        encl = handle.encl
+        out[int(encl.proc.file(encl.fd).private_data.id)] = label
+    return out
 
 
 def inspect_schema() -> dict[str, Any]:

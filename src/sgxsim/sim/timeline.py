@@ -25,6 +25,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import EngFormatter
 
 from sgxsim.errors import InvalidArgument
 
@@ -63,6 +64,12 @@ COMPARISON_METRICS: tuple[tuple[str, str, str], ...] = (
     ("faults", "Faults (SIGBUS/SIGSEGV)", "count"),
     ("epc_pages_zapped", "EPC pages zapped", "count"),
     ("update_duration_ns", "SVN update duration", "ns"),
+    ("new_cpusvn_reached", "New CPUSVN reached", "bool"),
+    ("new_cpusvn_attested", "New CPUSVN attested", "bool"),
+    ("verdicts_refused", "Verdicts refused", "count"),
+    ("locked_window_ns", "EPC locked", "ns"),
+    ("ioctls_refused_in_window", "Refused in window", "count"),
+    ("aex_by_ipi", "AEXs by IPI", "count"),
 )
 
 _CPUSVN_HEX = re.compile(r"^[0-9a-fA-F]{32}$")
@@ -214,6 +221,10 @@ class TimelineData:
     epc_capacity_pages: int | None = None
     end_ns: int | None = None
     events: list[EventMark] = field(default_factory=list)
+    #: What each logical CPU did: ``(cpu, start_ns, end_ns, kind)`` (ECALLs, operator work).
+    cpu_spans: list[tuple[int, int, int, str]] = field(default_factory=list)
+    #: Instants per CPU: ``(t_ns, cpu, kind)`` (IPIs, refused calls, faults).
+    cpu_marks: list[tuple[int, int, str]] = field(default_factory=list)
 
     def add_event(
         self, t_ns: int, end_ns: int, kind: str, subject: str, outcome: str, svn_raising: bool = False
@@ -336,7 +347,94 @@ def _epc_panel(ax: Any, data: TimelineData, end_ns: int, top_n: int) -> None:
     if data.epc_capacity_pages is not None:
         ax.axhline(data.epc_capacity_pages, color="black", linestyle="--", linewidth=1, label="EPC capacity")
     ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_formatter(EngFormatter(sep=""))
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+
+
+_EVENT_STYLE: Mapping[str, tuple[str, Any, str]] = {
+    # kind: (colour, line style, legend label)
+    "microcode_load": ("#d62728", "-", "late load (SVN-raising)"),
+    "microcode_load/functional": ("#ff7f0e", "--", "late load (functional)"),
+    "tcb_recovery": ("#2ca02c", ":", "TCB recovery published"),
+    "svn_update_trigger": ("#9467bd", "-.", "sgx.update_svn write"),
+    "drain": ("#7f7f7f", "--", "drain"),
+    "restart": ("#17becf", "--", "restart"),
+    "kexec": ("#8c564b", "-", "kexec"),
+}
+
+
+def _event_lines(axes: Sequence[Any], events: Sequence[EventMark]) -> list[Any]:
+    """A vertical line per event on every panel, its name above the top panel; legend handles."""
+    handles: dict[str, Any] = {}
+    for i, ev in enumerate(sorted(events, key=lambda e: (e.t_ns, e.kind, e.subject))):
+        key = ev.kind if ev.kind != "microcode_load" or ev.svn_raising else "microcode_load/functional"
+        color, style, label = _EVENT_STYLE.get(key, ("#000000", ":", ev.kind))
+        for ax in axes:
+            ax.axvline(ev.t_ns / 1e9, color=color, linestyle=style, linewidth=1.1, alpha=0.9)
+        axes[0].annotate(
+            ev.subject if ev.kind == "microcode_load" else label,
+            (ev.t_ns / 1e9, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(2, -10 - 9 * (i % 3)),
+            textcoords="offset points",
+            fontsize=6.5,
+            color=color,
+        )
+        handles.setdefault(key, Line2D([], [], color=color, linestyle=style, label=label))
+    return [handles[k] for k in sorted(handles)]
+
+
+_MARK_STYLE: Mapping[str, tuple[str, str]] = {"IPI": ("v", "#d62728"), "AEX": ("x", "#9467bd")}
+
+
+def _window_panel(ax: Any, data: TimelineData, ncpu_hint: int = 0) -> None:
+    """The longest SVN update at its own time scale: per CPU what ran, IPIs, refused calls."""
+    windows = [w for w in data.update_windows if w.end_ns > w.start_ns]
+    if not windows:
+        ax.text(0.5, 0.5, "no SVN update window to zoom into", transform=ax.transAxes, ha="center")
+        ax.set_yticks([])
+        return
+    w = max(windows, key=lambda w: (w.end_ns - w.start_ns, -w.start_ns))
+    pad = max((w.end_ns - w.start_ns) // 2, 100_000)
+    lo, hi = max(w.start_ns - pad, 0), w.end_ns + pad
+    unit, scale = _unit_for(float(hi - lo))
+    cpus = sorted({c for c, *_ in data.cpu_spans} | {c for _, c, _ in data.cpu_marks} | set(range(ncpu_hint)))
+    kinds = sorted({k for c, a, b, k in data.cpu_spans if b >= lo and a <= hi})
+    colors = {k: _PALETTE[i % len(_PALETTE)] for i, k in enumerate(kinds)}
+    handles: list[Any] = []
+    for kind in kinds:
+        for cpu in cpus:
+            bars = [
+                ((max(a, lo) - lo) / scale, (min(b, hi) - max(a, lo)) / scale)
+                for c, a, b, k in data.cpu_spans
+                if c == cpu and k == kind and b >= lo and a <= hi
+            ]
+            if bars:
+                ax.broken_barh(bars, (cpu - 0.35, 0.7), color=colors[kind], alpha=0.8, linewidth=0)
+        handles.append(Patch(color=colors[kind], alpha=0.8, label=kind))
+    marks = [(t, c, k) for t, c, k in data.cpu_marks if lo <= t <= hi]
+    for kind in sorted({k for _, _, k in marks}):
+        marker, color = _MARK_STYLE.get(kind, ("|", "#000000"))
+        xs = [(t - lo) / scale for t, _, k in marks if k == kind]
+        ys = [c for _, c, k in marks if k == kind]
+        ax.scatter(xs, ys, marker=marker, s=40, color=color, zorder=3)
+        handles.append(Line2D([], [], linestyle="", marker=marker, color=color, label=kind))
+    for u in data.update_windows:
+        if u.end_ns >= lo and u.start_ns <= hi:
+            ax.axvspan(
+                (max(u.start_ns, lo) - lo) / scale,
+                (min(u.end_ns, hi) - lo) / scale,
+                color=_UPDATE_OK if u.succeeded else _UPDATE_FAIL,
+                alpha=0.15,
+                linewidth=0,
+            )
+    handles.append(Patch(color=_UPDATE_OK, alpha=0.3, label="SVN update"))
+    ax.set_yticks(cpus, [f"CPU {c}" for c in cpus], fontsize=7)
+    ax.set_ylim(min(cpus, default=0) - 0.6, max(cpus, default=0) + 0.6)
+    ax.set_xlim(0, (hi - lo) / scale)
+    ax.set_xlabel(f"{unit} after {format_ns(lo)} (zoom on the SVN update at {format_ns(w.start_ns)})")
+    ax.set_title("The SVN update window per logical CPU", fontsize=9)
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
 
 
 def _cpusvn_panel(ax: Any, data: TimelineData, end_ns: int) -> None:
@@ -464,13 +562,18 @@ def plot_timeline(data: TimelineData, path: str | Path, title: str, *, top_n: in
     if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
         raise InvalidArgument(f"top_n must be an int >= 1, got {top_n!r}")
     end_ns = max(data.last_ns(), 1)
-    fig = Figure(figsize=(12, 9), dpi=100, layout="constrained")
-    axes = fig.subplots(4, 1, sharex=True, gridspec_kw={"height_ratios": [3.2, 1.0, 1.6, 1.0]})
+    fig = Figure(figsize=(13, 12), dpi=100, layout="constrained")
+    every = fig.subplots(5, 1, gridspec_kw={"height_ratios": [3.2, 1.0, 1.6, 1.0, 2.0]})
+    axes = list(every[:4])
+    for ax in axes[1:]:
+        ax.sharex(axes[0])
     _epc_panel(axes[0], data, end_ns, top_n)
     _cpusvn_panel(axes[1], data, end_ns)
     _verdict_panel(axes[2], data)
     _refusal_panel(axes[3], data, end_ns)
+    _window_panel(every[4], data)
     handles = _shade_updates(axes, data.update_windows)
+    handles += _event_lines(axes, data.events)
     if handles:
         axes[1].legend(
             handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False
@@ -478,7 +581,9 @@ def plot_timeline(data: TimelineData, path: str | Path, title: str, *, top_n: in
     for ax in axes:
         ax.grid(True, axis="x", color="#dddddd", linewidth=0.6)
         ax.set_xlim(0, end_ns / 1e9)
-    axes[-1].set_xlabel("simulated time (s)")
+    for ax in axes[:-1]:
+        ax.tick_params(labelbottom=False)
+    axes[-1].set_xlabel("simulated time since power-on (s)")
     fig.suptitle(title)
     return _save(fig, path)
 
@@ -487,12 +592,16 @@ def plot_timeline(data: TimelineData, path: str | Path, title: str, *, top_n: in
 # The policy comparison figure
 
 _PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("New CPUSVN reached / attested", ("new_cpusvn_reached", "new_cpusvn_attested")),
     ("Time until new CPUSVN attested", ("time_to_attested_ns",)),
+    ("Attestation verdicts refused", ("verdicts_refused",)),
     ("Enclaves destroyed", ("enclaves_destroyed",)),
     ("Enclave downtime (sum)", ("enclave_downtime_ns",)),
     ("Refused ioctls / faults", ("refused_ioctls", "faults")),
     ("EPC pages zapped", ("epc_pages_zapped",)),
     ("SVN update duration", ("update_duration_ns",)),
+    ("EPC-locked window", ("locked_window_ns",)),
+    ("In the window: refused ioctls / AEXs by IPI", ("ioctls_refused_in_window", "aex_by_ipi")),
 )
 _UNITS = {key: unit for key, _, unit in COMPARISON_METRICS}
 
@@ -501,6 +610,8 @@ def _metric(row: Mapping[str, object], key: str) -> float | None:
     value = row.get(key)
     if value is None:
         return None
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidArgument(
             f"metric {key!r} of policy {row.get('policy')!r} must be a number, got {value!r}"
@@ -522,11 +633,11 @@ def plot_comparison(rows: Sequence[Mapping[str, object]], path: str | Path, titl
         if not isinstance(row, Mapping):
             raise InvalidArgument(f"each row must be a mapping, got {row!r}")
         policies.append(_text(row.get("policy"), "row['policy']"))
-    fig = Figure(figsize=(13, 7.5), dpi=100, layout="constrained")
-    axes = fig.subplots(2, 3)
+    fig = Figure(figsize=(15, 11), dpi=100, layout="constrained")
+    axes = fig.subplots(3, 4)
     xs = np.arange(len(rows))
     colors = [_PALETTE[i % len(_PALETTE)] for i in range(len(rows))]
-    for ax, (label, keys) in zip(axes.flat, _PANELS, strict=True):
+    for ax, (label, keys) in zip(axes.flat, _PANELS, strict=False):
         series = [[_metric(row, k) for row in rows] for k in keys]
         finite = [v for s in series for v in s if v is not None]
         is_time = _UNITS[keys[0]] == "ns"
@@ -546,17 +657,32 @@ def plot_comparison(rows: Sequence[Mapping[str, object]], path: str | Path, titl
             vals_i = [s[i] for s in series]
             if all(v is None for v in vals_i):
                 text = "n/a"
+            elif _UNITS[keys[0]] == "bool":
+                text = " / ".join("yes" if v else "no" for v in vals_i)
             else:
                 total = sum(v for v in vals_i if v is not None)
                 text = f"{total / scale:.3g}" if is_time else f"{total:.0f}"
             ax.text(xs[i], bottom[i] + top * 0.02, text, ha="center", va="bottom", fontsize=8)
         ax.set_title(label if not unit else f"{label} ({unit})", fontsize=10)
-        ax.set_xticks(xs, policies, rotation=15, fontsize=8)
+        ax.set_xticks(xs, [_wrap(p) for p in policies], fontsize=7)
         ax.set_ylim(0, max(top * 1.18, 1.0))
         if len(keys) > 1:
             ax.legend(handles=legend, fontsize=7, frameon=False)
+    for ax in list(axes.flat)[len(_PANELS) :]:
+        ax.set_axis_off()
     fig.suptitle(title or "Policy comparison")
     return _save(fig, path)
+
+
+def _wrap(label: str, width: int = 14) -> str:
+    """A policy name on short lines (split at spaces and dashes) so tick labels do not collide."""
+    words = re.split(r"(?<=[-\s])", label)
+    lines: list[str] = [""]
+    for w in words:
+        if lines[-1] and len(lines[-1]) + len(w) > width:
+            lines.append("")
+        lines[-1] += w
+    return "\n".join(line.strip() for line in lines)
 
 
 def _save(fig: Figure, path: str | Path) -> Path:

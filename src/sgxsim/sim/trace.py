@@ -100,8 +100,9 @@ _NUMBERS = frozenset({int, float})
 _INSTANT_SCOPES = ("t", "p", "g")
 _CATEGORY_SET = frozenset(CATEGORIES)
 # Sort ranks at one timestamp: ends of async slices close before anything opens there.
-_RANK_END = 0
 _RANK_OTHER = 1
+#: Async b/e rows sort by time, then by their position in the nested sequence of their id.
+_RANK_ASYNC = 1
 
 
 @dataclass(frozen=True, order=True)
@@ -718,6 +719,7 @@ class TraceRecorder:
 
     def _render_events(self) -> list[tuple[tuple[int, int, int, int], dict[str, object]]]:
         self._repair_nesting()
+        nest_pos = self._async_order()
         rows: list[tuple[tuple[int, int, int, int], dict[str, object]]] = []
         for ev in self._events:
             args = ev.args
@@ -776,10 +778,45 @@ class TraceRecorder:
                     "id": ident,
                     "ts": _us(ev.ts + ev.dur),
                 }
-                rows.append(((ev.ts, _RANK_OTHER, -ev.dur, ev.seq), b))
-                rows.append(((ev.ts + ev.dur, _RANK_END, -ev.ts, -ev.seq), e))
+                pos = nest_pos[ev.seq]
+                rows.append(((ev.ts, _RANK_ASYNC, pos[0], 0), b))
+                rows.append(((ev.ts + ev.dur, _RANK_ASYNC, pos[1], 0), e))
         rows.sort(key=lambda r: r[0])
         return rows
+
+    def _async_order(self) -> dict[int, tuple[int, int]]:
+        """Positions of each async slice's ``b`` and ``e`` in a properly nested sequence per id.
+
+        Slices of one id are visited outer first (start, then longest, then recording order);
+        a slice's ``e`` comes after the ``e`` of everything it contains and before the ``b`` of
+        anything starting at or after its end, so zero-length slices emit ``b`` then ``e`` and
+        a child never ends after its parent (it is clipped to the parent's end).
+        """
+        by_id: dict[int, list[_Event]] = {}
+        for ev in self._events:
+            if ev.ph == "async":
+                by_id.setdefault(ev.tid, []).append(ev)
+        out: dict[int, tuple[int, int]] = {}
+        for evs in by_id.values():
+            evs.sort(key=lambda e: (e.ts, -e.dur, e.seq))
+            n = 0
+            stack: list[_Event] = []
+            begins: dict[int, int] = {}
+            for ev in evs:
+                while stack and stack[-1].ts + stack[-1].dur <= ev.ts:
+                    top = stack.pop()
+                    out[top.seq] = (begins[top.seq], n)
+                    n += 1
+                if stack and ev.ts + ev.dur > stack[-1].ts + stack[-1].dur:
+                    ev.dur = stack[-1].ts + stack[-1].dur - ev.ts
+                begins[ev.seq] = n
+                n += 1
+                stack.append(ev)
+            while stack:
+                top = stack.pop()
+                out[top.seq] = (begins[top.seq], n)
+                n += 1
+        return out
 
     def _render(self) -> bytes:
         lines = [json.dumps(m, sort_keys=True, separators=(",", ":")) for m in self._metadata_events()]

@@ -50,6 +50,8 @@ RUN_POLICIES = (*(p.value for p in SvnPolicy), WHAT_IF_POLICY)
 
 #: [ASSUMED] Interrupt handling and the return to user space after an AEX, before ERESUME.
 IRQ_RETURN_NS = 2_000
+#: A charge at least this long is followed by a preemption point (see _RunScheduler.charge).
+_YIELD_CHARGE_NS = 50_000
 #: Sleep of an idle task with nothing scheduled (longer than any scenario).
 _FOREVER_NS = 1 << 60
 
@@ -91,9 +93,24 @@ class _CountingAtomic(AtomicInt):
 class _RunScheduler(DeterministicScheduler):
     """The deterministic scheduler with the batch rule of the runner (see :meth:`batch_ok`)."""
 
+    #: The machine whose CPUs the tasks run on (set once it exists).
+    machine: Machine | None = None
+
     def batch_ok(self) -> bool:
         """Kernel batch paths are allowed when nothing but the caller can run now."""
         return self.current is None or self.runnable_count() <= 1
+
+    def charge(self, ns: int) -> None:
+        """Charge ``ns`` to the current task; after a long charge (a microcode apply, a batch of
+        leaves) let the tasks that are earlier in simulated time run first, so nothing the
+        charging task changes next is seen before its time."""
+        super().charge(ns)
+        cur = self.current
+        if ns < _YIELD_CHARGE_NS or cur is None or self.machine is None:
+            return
+        lp = self.machine.cpus[cur.cpu]
+        if not lp.in_enclave and lp.inflight is None:  # never inside a leaf or enclave code
+            self.preempt("charge")
 
 
 class Runner(WorkloadsMixin, ResultsMixin):
@@ -141,6 +158,7 @@ class Runner(WorkloadsMixin, ResultsMixin):
             self._machine_config(), self.rng.child("machine"), clock=self.sched.cpu_clock()
         )
         self.machine.on_enclave_step = self._enclave_step
+        self.sched.machine = self.machine
         self.ncpu = len(self.machine.cpus)
         #: The task that holds each CPU (one kernel call or ECALL at a time), and its waiters.
         self._cpu_owner: list[Task | None] = [None] * self.ncpu
@@ -152,6 +170,8 @@ class Runner(WorkloadsMixin, ResultsMixin):
         self._irq_exit: set[int] = set()
         #: Service deadline of the ECALL each ECALL thread is in, by task id.
         self._deadline: dict[int, int] = {}
+        if progress is not None:
+            progress(0, max(scenario.duration, 1))  # the bar shows during boot
         self.generation = 0
         self._old_logs: list[str] = []
         self._old_warnings = 0
@@ -244,6 +264,7 @@ class Runner(WorkloadsMixin, ResultsMixin):
                     if task is not None:
                         self.sched.wake_up_process(task)
                     self.trace.instant(self.trace.cpu(cpu), "IPI", now, "window")
+                    self.timeline.cpu_marks.append((now, cpu, "IPI"))
             send(cpus)
 
         setattr(k, "on_each_cpu_mask", on_each_cpu_mask)  # noqa: B010 - instance hook
@@ -316,6 +337,7 @@ class Runner(WorkloadsMixin, ResultsMixin):
             self._in_enclave.pop(lp.id, None)
         if lp.pending_interrupt:
             self._aex_log.append(cur.local_ns)
+            self.timeline.cpu_marks.append((cur.local_ns, lp.id, "AEX"))
             self._irq_exit.add(cur.tid)
 
     def _on_step(self, step: int, task: Task) -> None:
@@ -375,10 +397,13 @@ class Runner(WorkloadsMixin, ResultsMixin):
         for ev in sorted(self.scenario.events, key=lambda e: e.at):
             self._sleep_until(ev.at, interruptible=False)
             self._cpu_acquire(0)
+            t0 = self._now()
             try:
                 self._run_event(ev)
             finally:
                 self._cpu_release(0)
+            self.trace.slice(self.trace.cpu(0), ev.kind, t0, self._now() - t0, "kernel")
+            self.timeline.cpu_spans.append((0, t0, self._now(), ev.kind))
             self._collect_updates()
             self._record_epc()
             self._notify_all()

@@ -181,6 +181,7 @@ class ResultsMixin:
     def _refusal(self: Runner, t: int, what: str, cpu: int) -> None:
         self.refusals.append((t, what, cpu))
         self.timeline.add_refusal(t, what)
+        self.timeline.cpu_marks.append((t, cpu, what))
 
     def _refused(self: Runner, proc: Process, call: str, err: OSError, t0: int) -> None:
         name = errno_name(err.errno)

@@ -646,6 +646,8 @@ class WorkloadsMixin:
                             self.sched.wake_up_process(inst.task)
                     break
                 inst.ecalls.append((t0, t1 - t0))
+                self.trace.slice(self.trace.cpu(cpu), "ECALL", t0, t1 - t0, "ecall", {"enclave": inst.name})
+                self.timeline.cpu_spans.append((cpu, t0, t1, "ECALL"))
                 self._ecall_ok(inst, t1)
         finally:
             inst.threads_live -= 1
@@ -704,9 +706,9 @@ class WorkloadsMixin:
             if halted:
                 vm.halted_ns += halted
                 self._halt_log.append((t0, halted))
-                self.trace.slice(
-                    self.trace.cpu(vm.cpu), f"vCPU halted ({vm.spec.name})", t0, halted, "window"
-                )
+                self.timeline.cpu_spans.append((vm.cpu, t0, t0 + halted, "vCPU halted"))
+                if vm.proc is not None:
+                    self.trace.slice(self._process_track(vm.proc), "vCPU halted", t0, halted, "window")
             self._sleep_until(self._now() + VCPU_ENTRY_NS)
 
     def _start_vm(self: Runner, vm: Vm) -> None:
