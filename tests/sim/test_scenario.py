@@ -162,9 +162,7 @@ def test_parse_size(text: str, value: int) -> None:
     assert parse_size(text) == value
 
 
-@pytest.mark.parametrize(
-    ("text", "value"), [("1s", 10**9), ("2.5ms", 2_500_000), ("7d", 7 * 86_400 * 10**9)]
-)
+@pytest.mark.parametrize(("text", "value"), [("1s", 10**9), ("2.5ms", 2_500_000), ("7d", 7 * 86_400 * 10**9)])
 def test_parse_duration(text: str, value: int) -> None:
     assert parse_duration(text) == value
 
