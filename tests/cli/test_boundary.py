@@ -182,3 +182,38 @@ def test_inspect_at_messages(earlier: tuple[Path, Path]) -> None:
     assert res.exit_code == 2 and "has no unit" in res.stderr and "expected" not in res.stderr
     res = invoke(["inspect", str(sc), "--at", "1000s"])
     assert res.exit_code == 2 and "after the end of scenario 'tiny', which lasts 50ms" in res.stderr
+
+
+LATE = """\
+[scenario]
+name = "late"
+duration = "10ms"
+
+[machine]
+sockets = 1
+cpus_per_socket = 1
+[[machine.epc_sections]]
+size = "1MiB"
+
+[[workload]]
+name = "big"
+heap = "8MiB"
+
+[[event]]
+at = "5ms"
+kind = "entropy_starve"
+count = 1
+"""
+
+
+def test_what_the_run_changed_is_a_warning_with_key_and_line(tmp_path: Path) -> None:
+    """A workload bigger than the EPC delays the event and the end: both are reported."""
+    sc = tmp_path / "late.toml"
+    sc.write_text(LATE)
+    res = invoke(["run", str(sc), "--out", str(tmp_path / "o"), "--json"])
+    assert res.exit_code == 0, res.output
+    warnings = json.loads(res.stdout)["warnings"]
+    assert len(warnings) == 2
+    assert warnings[0].startswith("event[0] (line 15): entropy_starve written for 5ms ran at ")
+    assert warnings[1].startswith("scenario.duration (line 3): the run ended at ")
+    assert "## Warnings" in (tmp_path / "o" / "report.md").read_text()

@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 #: The ``format`` field of every report; bump when the schema changes incompatibly.
-REPORT_FORMAT = "sgxsim-report/1"
+REPORT_FORMAT = "sgxsim-report/2"
 
 Scalar = str | int | float | bool | None
 
@@ -157,7 +157,11 @@ class Report:
     enclaves: list[EnclaveRow] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
     kernel_log: list[str] = field(default_factory=list)
-    warnings: int = 0
+    #: How many kernel WARN splats the run logged (``kernel.log`` has them).
+    kernel_warns: int = 0
+    #: What the run had to change from the scenario as written (a delayed event, a clamped time),
+    #: one line each, naming the key and the line of the file.
+    warnings: list[str] = field(default_factory=list)
     comparison: list[dict[str, Scalar]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -185,7 +189,9 @@ class Report:
                 raise InvalidArgument(f"verdicts[{i}] must be a Verdict, got {verdict!r}")
         for i, line in enumerate(_list(self.kernel_log, "kernel_log")):
             _str(line, f"kernel_log[{i}]", empty=True)
-        _nat(self.warnings, "warnings")
+        _nat(self.kernel_warns, "kernel_warns")
+        for i, line in enumerate(_list(self.warnings, "warnings")):
+            _str(line, f"warnings[{i}]")
         for i, crow in enumerate(_list(self.comparison, "comparison")):
             _scalar_map(crow, f"comparison[{i}]")
             _str(crow.get("policy"), f"comparison[{i}]['policy']")
@@ -207,7 +213,8 @@ class Report:
             "enclaves": [e.to_dict() for e in self.enclaves],
             "verdicts": [_verdict_dict(v) for v in self.verdicts],
             "kernel_log": list(self.kernel_log),
-            "warnings": self.warnings,
+            "kernel_warns": self.kernel_warns,
+            "warnings": list(self.warnings),
             "comparison": [_comparison_row(row) for row in self.comparison],
         }
 
@@ -234,7 +241,8 @@ class Report:
                 enclaves=[EnclaveRow(**row) for row in data["enclaves"]],
                 verdicts=[Verdict(**row) for row in data["verdicts"]],
                 kernel_log=list(data["kernel_log"]),
-                warnings=data["warnings"],
+                kernel_warns=data["kernel_warns"],
+                warnings=list(data["warnings"]),
                 comparison=[dict(row) for row in data["comparison"]],
             )
         except InvalidArgument:
@@ -261,8 +269,12 @@ class Report:
         out.append(f"- policy: `{_md_inline(self.policy)}`")
         for key, value in _scalar_map(self.machine, "machine").items():
             out.append(f"- {_md_inline(_label(key))}: {_md_inline(_fmt(key, value))}")
-        out.append(f"- kernel WARNs: {self.warnings}")
+        out.append(f"- kernel WARNs: {self.kernel_warns}")
         out.append("")
+        if self.warnings:
+            out += ["## Warnings: the run differs from the scenario as written", ""]
+            out += [f"- {_md_inline(line)}" for line in self.warnings]
+            out.append("")
         if self.narrative:
             out += ["## Narrative", ""]
             out += [f"{i}. {_md_inline(line)}" for i, line in enumerate(self.narrative, start=1)]
@@ -332,9 +344,11 @@ class Report:
             Text.assemble(
                 ("sgxsim ", "bold"),
                 (self.scenario, "bold cyan"),
-                f"  policy {self.policy}  seed {self.seed}  kernel WARNs {self.warnings}",
+                f"  policy {self.policy}  seed {self.seed}  kernel WARNs {self.kernel_warns}",
             )
         )
+        for line in self.warnings:
+            console.print(Text.assemble(("warning: ", "bold yellow"), line))
         summary = Table(title="Summary", show_header=True, header_style="bold")
         summary.add_column("Item")
         summary.add_column("Value", justify="right")
@@ -475,7 +489,8 @@ def report_schema() -> dict[str, Any]:
                     ),
                 },
                 "kernel_log": strings,
-                "warnings": nat,
+                "kernel_warns": nat,
+                "warnings": strings,
                 "comparison": {
                     "type": "array",
                     "items": {

@@ -330,6 +330,8 @@ class Scenario:
     relying_party: RelyingPartySpec = field(default_factory=RelyingPartySpec)
     tcb: TcbSpec = field(default_factory=TcbSpec)
     source: str = ""
+    #: Key path -> line of the file (``scenario.duration`` -> 3), for messages.
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
 
 # ---------------------------------------------------------------------------------------
@@ -713,7 +715,9 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
         )
         tcb_r.done()
     root.done()
-    return Scenario(name, description, seed, duration, machine, workloads, vms, events, relying, tcb, source)
+    return Scenario(
+        name, description, seed, duration, machine, workloads, vms, events, relying, tcb, source, lines
+    )
 
 
 def load_scenario(path: str | Path) -> Scenario:
