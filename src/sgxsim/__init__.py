@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from sgxsim.hw.machine import LatencyTable, Machine, MachineConfig
     from sgxsim.rand import EntropySource, Rng
 
+#: The installed distribution's version (``pip show sgxsim``); "0+unknown" when not installed.
+__version__: str
+
 _EXPORTS = {
     "EntropySource": "sgxsim.rand",
     "EpcSectionConfig": "sgxsim.hw.epc",
@@ -56,7 +59,19 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("sgxsim")
+        except PackageNotFoundError:  # pragma: no cover - run from a source tree
+            return "0+unknown"
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'sgxsim' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    """The exports, the layer packages and ``__version__`` (not the lazy-import machinery)."""
+    return sorted({*__all__, "__version__", "attest", "cli", "errors", "hw", "kernel", "rand", "sdk", "sim"})
