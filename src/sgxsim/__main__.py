@@ -29,7 +29,7 @@ def main() -> None:
     if pressed:
         sys.stderr.write("sgxsim: error: interrupted\n")
         sys.exit(130)
-    cli()
+    cli(prog_name="sgxsim")
 
 
 if __name__ == "__main__":

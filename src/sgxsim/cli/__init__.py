@@ -78,6 +78,18 @@ class LazyGroup(click.Group):
             sys.exit(code)
         return code
 
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[Any]:
+        """Complete command names from the table (no command module is imported), then options."""
+        from click.shell_completion import CompletionItem
+
+        items: list[Any] = [
+            CompletionItem(name, help=self.lazy[name].short_help)
+            for name in self.list_commands(ctx)
+            if name in self.lazy and name.startswith(incomplete)
+        ]
+        items.extend(click.Command.shell_complete(self, ctx, incomplete))
+        return items
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """List the commands from the table (no import), as click's own listing would."""
         rows = [(name, self.lazy[name].short_help) for name in self.list_commands(ctx) if name in self.lazy]

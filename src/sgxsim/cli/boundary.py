@@ -19,7 +19,6 @@ import errno
 import os
 import signal
 import sys
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -206,19 +205,19 @@ def run_command(invoke: Callable[..., Any], args: list[str], prog_name: str | No
         return code
     except KeyboardInterrupt:
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         _echo_err("interrupted")
         return EXIT_INTERRUPTED
     except click.exceptions.Exit as ex:
         return ex.exit_code
     except click.UsageError as err:
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         err.show()
         return EXIT_USAGE
     except click.ClickException as err:
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         _echo_err(_one_line(err.format_message()))
         return EXIT_USAGE
     except click.Abort:
@@ -232,10 +231,16 @@ def run_command(invoke: Callable[..., Any], args: list[str], prog_name: str | No
         return EXIT_OK
     except Exception as err:
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         message, code = _classify(err)
         _echo_err(_one_line(message))
         return code
+
+
+def _print_traceback() -> None:
+    import traceback
+
+    traceback.print_exc()
 
 
 def _exit_code(code: object) -> int:
