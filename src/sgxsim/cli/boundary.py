@@ -211,9 +211,7 @@ def run_command(invoke: Callable[..., Any], args: list[str], prog_name: str | No
     except click.exceptions.Exit as ex:
         return ex.exit_code
     except click.UsageError as err:
-        if debug:
-            _print_traceback()
-        err.show()
+        err.show()  # click's usage line and message (no traceback: not a failure of sgxsim)
         return EXIT_USAGE
     except click.ClickException as err:
         if debug:

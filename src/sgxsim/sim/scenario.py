@@ -756,6 +756,15 @@ def decode_utf8(data: bytes) -> str:
             raise ScenarioError(f"the file is {name} (byte order mark); save it as UTF-8", line=1)
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8) :]
+    nul = data.find(b"\0")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        column = nul - (data.rfind(b"\n", 0, nul) + 1) + 1
+        raise ScenarioError(
+            f"a NUL byte at column {column}: not a text file (UTF-16 without a byte order mark?); "
+            "save it as UTF-8",
+            line=line,
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
