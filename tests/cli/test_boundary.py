@@ -213,7 +213,7 @@ def test_what_the_run_changed_is_a_warning_with_key_and_line(tmp_path: Path) -> 
     res = invoke(["run", str(sc), "--out", str(tmp_path / "o"), "--json"])
     assert res.exit_code == 0, res.output
     warnings = json.loads(res.stdout)["warnings"]
-    assert len(warnings) == 2
-    assert warnings[0].startswith("event[0] (line 15): entropy_starve written for 5ms ran at ")
-    assert warnings[1].startswith("scenario.duration (line 3): the run ended at ")
-    assert "## Warnings" in (tmp_path / "o" / "report.md").read_text()
+    assert [(w["key"], w["line"]) for w in warnings] == [("event[0].at", 15), ("scenario.duration", 3)]
+    assert warnings[0]["message"].startswith("entropy_starve written for 5ms ran at ")
+    assert warnings[1]["message"].startswith("the run ended at ")
+    assert "- warning: event[0].at (line 15): entropy_starve" in (tmp_path / "o" / "report.md").read_text()

@@ -303,7 +303,7 @@ def compare(
             console = Console(file=sys.stdout)
             base.report.render_rich(console)
             console.print(f"Wrote {', '.join(sorted(paths))} to {out_dir}", highlight=False)
-        if strict and any(r.report.kernel_warns for r in results):
+        if strict and any(r.report.kernel_warnings for r in results):
             raise CliError("kernel WARN(s) during a run (see kernel.log)", EXIT_FAILED)
 
 

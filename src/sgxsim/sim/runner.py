@@ -79,7 +79,14 @@ from sgxsim.sdk.sign import generate_signing_key, sign_enclave
 from sgxsim.sim.attestation import AttestationWorld, Platform, TcbRecovery, default_tcb_description
 from sgxsim.sim.clock import SimClock
 from sgxsim.sim.report import EnclaveRow, Report, Scalar
-from sgxsim.sim.scenario import EventSpec, Scenario, VmSpec, WorkloadSpec, format_ns_short
+from sgxsim.sim.scenario import (
+    EventSpec,
+    Scenario,
+    VmSpec,
+    WorkloadSpec,
+    late_event_warning,
+    overrun_warning,
+)
 from sgxsim.sim.timeline import TimelineData, format_ns
 from sgxsim.sim.trace import DEFAULT_MAX_BYTES, TraceRecorder, Track
 
@@ -251,10 +258,6 @@ def _bytes_label(n: int) -> str:
 # ---------------------------------------------------------------------------------------
 # The runner
 
-#: An event that runs this much later than its ``at`` (or a run that ends this much after its
-#: ``duration``) is reported in report.json ``warnings``.
-LATE_WARN_NS = 1_000_000
-
 
 class Runner:
     """Runs one scenario under one policy; see the module docstring.
@@ -302,7 +305,7 @@ class Runner:
         self._old_logs: list[str] = []
         self._old_warnings = 0
         #: What the run had to change from the scenario as written (report.json ``warnings``).
-        self.warnings: list[str] = []
+        self.warnings: list[dict[str, Scalar]] = []
         self.kernel = self._boot()
         #: Scenario times (``start``, ``at``, ``duration``) count from the end of the first boot.
         self.t0_ns = self.clock.now_ns()
@@ -434,33 +437,12 @@ class Runner:
             self._events_run += 1
             if self.progress is not None:
                 self.progress(min(self.clock.now_ns(), end), end)
-        self._warn_if_overran(end)
+        if (w := overrun_warning(s, self.clock.now_ns() - end)) is not None:
+            self.warnings.append(w)
         self.clock.advance_to(end)
         if self.progress is not None:
             self.progress(end, end)
         return self._finish()
-
-    def _warn_if_late(self, ev: EventSpec) -> None:
-        """A warning when ``ev`` runs at least :data:`LATE_WARN_NS` after its ``at``."""
-        late = self.clock.now_ns() - (self.t0_ns + ev.at)
-        if late >= LATE_WARN_NS:
-            self.warnings.append(
-                f"{ev.where or 'event'}: {ev.kind} written for {format_ns_short(ev.at)} ran at "
-                f"{format_ns_short(ev.at + late)} ({format_ns_short(late)} late): "
-                "the machine was busy with earlier work until then"
-            )
-
-    def _warn_if_overran(self, end: int) -> None:
-        """A warning when the last action ended after ``scenario.duration``."""
-        over = self.clock.now_ns() - end
-        if over >= LATE_WARN_NS:
-            line = self.scenario.lines.get("scenario.duration")
-            where = "scenario.duration" + (f" (line {line})" if line is not None else "")
-            self.warnings.append(
-                f"{where}: the run ended at {format_ns_short(end - self.t0_ns + over)}, "
-                f"{format_ns_short(over)} after the {format_ns_short(self.scenario.duration)} written: "
-                "the last action took that long"
-            )
 
     # ------------------------------------------------------------------ per-action bookkeeping
 
@@ -914,7 +896,8 @@ class Runner:
         self.narrative.append(f"t={format_ns(self.clock.now_ns())}: {text}")
 
     def _event(self, ev: EventSpec) -> None:
-        self._warn_if_late(ev)
+        if (w := late_event_warning(ev, self.clock.now_ns() - (self.t0_ns + ev.at))) is not None:
+            self.warnings.append(w)
         self._enter_cpu(0)
         handler = {
             "microcode_load": self._ev_microcode,
@@ -1187,7 +1170,7 @@ class Runner:
             enclaves=enclaves,
             verdicts=list(verdicts),
             kernel_log=log,
-            kernel_warns=warnings,
+            kernel_warnings=warnings,
             warnings=list(self.warnings),
         )
         updates: list[dict[str, Scalar]] = [

@@ -35,7 +35,9 @@ __all__ = [
     "WorkloadSpec",
     "decode_utf8",
     "json_schema",
+    "late_event_warning",
     "load_scenario",
+    "overrun_warning",
     "parse_duration",
     "parse_scenario",
     "parse_size",
@@ -655,6 +657,37 @@ def _check_within(
                 "make scenario.duration longer or the event earlier",
                 f"{key}.at",
             )
+
+
+#: An event that runs this much later than its ``at`` (or a run that ends this much after its
+#: ``duration``) is reported in report.json ``warnings``.
+LATE_WARN_NS = 1_000_000
+
+
+def late_event_warning(ev: EventSpec, late_ns: int) -> dict[str, str | int | float | bool | None] | None:
+    """The report.json warning for event ``ev`` run ``late_ns`` after its ``at`` (None if on time)."""
+    if late_ns < LATE_WARN_NS:
+        return None
+    key, _, rest = ev.where.partition(" (line ")
+    return {
+        "key": f"{key or 'event'}.at",
+        "line": int(rest.rstrip(")")) if rest else None,
+        "message": f"{ev.kind} written for {format_ns_short(ev.at)} ran at "
+        f"{format_ns_short(ev.at + late_ns)} ({format_ns_short(late_ns)} late): "
+        "the machine was busy with earlier work until then",
+    }
+
+
+def overrun_warning(sc: Scenario, over_ns: int) -> dict[str, str | int | float | bool | None] | None:
+    """The report.json warning for a run whose last action ended ``over_ns`` after ``duration``."""
+    if over_ns < LATE_WARN_NS:
+        return None
+    return {
+        "key": "scenario.duration",
+        "line": sc.lines.get("scenario.duration"),
+        "message": f"the run ended at {format_ns_short(sc.duration + over_ns)}, {format_ns_short(over_ns)} "
+        f"after the {format_ns_short(sc.duration)} written: the last action took that long",
+    }
 
 
 def format_ns_short(ns: int) -> str:
