@@ -217,3 +217,45 @@ def test_what_the_run_changed_is_a_warning_with_key_and_line(tmp_path: Path) -> 
     assert warnings[0]["message"].startswith("entropy_starve written for 5ms ran at ")
     assert warnings[1]["message"].startswith("the run ended at ")
     assert "- warning: event[0].at (line 15): entropy_starve" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_explore_refuses_a_file_it_would_not_run_as_written() -> None:
+    example = str(Path(__file__).resolve().parents[2] / "examples" / "kexec.toml")
+    res = invoke(["explore", example])
+    assert res.exit_code == 2
+    assert "would ignore" in res.stderr and "workload[0] (line 25)" in res.stderr
+    assert "event[1] (line 34)" in res.stderr or "and 1 more" in res.stderr
+
+
+def test_explore_closest_runs_the_mapped_world(tmp_path: Path) -> None:
+    example = str(Path(__file__).resolve().parents[2] / "examples" / "kexec.toml")
+    res = invoke(
+        ["explore", example, "--closest", "--schedules", "1", "--out", str(tmp_path / "x"), "--json"]
+    )
+    assert res.exit_code == 0 and json.loads(res.stdout)["program"] == "success"
+    assert json.loads((tmp_path / "x" / "run.json").read_text())["command"] == "explore"
+
+
+def test_docs_cli_covers_every_command_and_option() -> None:
+    import click
+
+    from sgxsim.cli import COMMANDS
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    ctx = click.Context(main)
+    missing = []
+    for name in COMMANDS:
+        if f"sgxsim {name}" not in doc and f"### {name}" not in doc:
+            missing.append(name)
+        cmd = main.get_command(ctx, name)
+        assert cmd is not None
+        for param in cmd.params:
+            if not isinstance(param, click.Option) or param.hidden:
+                continue
+            assert param.help, f"{name} {param.opts[0]} has no help text"
+            documented = any(
+                opt in doc for opt in (*param.opts, *param.secondary_opts) if opt.startswith("--")
+            )
+            if not documented and "--help" not in param.opts:
+                missing.append(f"{name} {param.opts[-1]}")
+    assert not missing, f"not in docs/cli.md: {missing}"
