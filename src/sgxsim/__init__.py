@@ -9,9 +9,14 @@ not pull in the whole simulator.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+
+#: ``typing.TYPE_CHECKING`` without importing typing: ``python -m sgxsim`` reaches its SIGINT
+#: handler (``sgxsim.__main__``) sooner.
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from sgxsim.errors import (
         InvalidArgument,
         ModelInvariantError,

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import signal
 import sys
-from types import FrameType
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import FrameType
 
 __all__ = ["main"]
 
