@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.sim.trace_checker import check_trace
 
 from sgxsim.errors import InvalidArgument, ScenarioError
 from sgxsim.hw.arch import PAGE_SIZE, PageType, cpusvn_le, secinfo_flags
@@ -28,7 +29,6 @@ from sgxsim.sim.runner import WHAT_IF_LABEL, WHAT_IF_POLICY, Runner
 from sgxsim.sim.runner import results as results_mod
 from sgxsim.sim.scenario import EpcSectionSpec, load_scenario, parse_scenario
 from sgxsim.sim.timeline import COMPARISON_METRICS
-from tests.sim.trace_checker import check_trace
 
 BASE = """\
 [scenario]

@@ -55,6 +55,7 @@ def _report(comparison: bool = True) -> Report:
             "[    3.040000] sgx: SVN updated",
         ],
         kernel_warnings=1,
+        warnings=[{"key": "event[0].at", "line": 3, "message": "ran 4.4s late"}],
         comparison=[
             {"policy": "rfc-v2-teardown", "enclaves_destroyed": 4, "time_to_attested_ns": 1_200_000_000},
             {"policy": "linux-6.19-on-open", "enclaves_destroyed": 0, "time_to_attested_ns": None, "x": 1},
@@ -272,7 +273,8 @@ def test_write_outputs(tmp_path: Path) -> None:
         ({"summary": [("only-one",)]}, "summary"),
         ({"enclaves": ["enclave-0"]}, "EnclaveRow"),
         ({"verdicts": [("t", "e")]}, "Verdict"),
-        ({"warnings": -2}, "warnings"),
+        ({"kernel_warnings": -2}, "kernel_warnings"),
+        ({"warnings": [{"key": "k"}]}, "warnings"),
         ({"comparison": [{"faults": 1}]}, "policy"),
         ({"narrative": "one string"}, "narrative"),
     ],

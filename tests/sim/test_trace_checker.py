@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from sgxsim.sim.trace import TraceRecorder
 from tests.sim.trace_checker import check_trace
+
+from sgxsim.sim.trace import TraceRecorder
 
 
 def _doc(events: list[dict[str, object]]) -> dict[str, object]:

@@ -388,6 +388,9 @@ class Report:
                 f"  policy {self.policy}  seed {self.seed}  kernel WARNs {self.kernel_warnings}",
             )
         )
+        for w in self.warnings:
+            where = f"{w.get('key')}" + (f" (line {w.get('line')})" if w.get("line") is not None else "")
+            console.print(Text.assemble(("warning: ", "bold yellow"), f"{where}: {w.get('message')}"))
         summary = Table(title="Summary", show_header=True, header_style="bold")
         summary.add_column("Item")
         summary.add_column("Value", justify="right")

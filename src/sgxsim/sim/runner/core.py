@@ -32,9 +32,10 @@ from sgxsim.kernel.svn import SvnConfig
 from sgxsim.rand import Rng
 from sgxsim.sdk.sign import generate_signing_key
 from sgxsim.sim.attestation import AttestationWorld, Platform, TcbRecovery, default_tcb_description
+from sgxsim.sim.report import Scalar
 from sgxsim.sim.runner.results import ResultsMixin, RunResult, errno_name
 from sgxsim.sim.runner.workloads import Instance, Vm, WorkloadsMixin
-from sgxsim.sim.scenario import EventSpec, Scenario
+from sgxsim.sim.scenario import EventSpec, Scenario, late_event_warning
 from sgxsim.sim.sched import DeterministicScheduler, Strategy, Task
 from sgxsim.sim.timeline import TimelineData
 from sgxsim.sim.trace import DEFAULT_MAX_BYTES, TraceRecorder
@@ -173,6 +174,8 @@ class Runner(WorkloadsMixin, ResultsMixin):
         if progress is not None:
             progress(0, max(scenario.duration, 1))  # the bar shows during boot
         self.generation = 0
+        #: What the run had to change from the scenario as written (report.json ``warnings``).
+        self.warnings: list[dict[str, Scalar]] = []
         self._old_logs: list[str] = []
         self._old_warnings = 0
         self.kernel = self._boot()
@@ -398,6 +401,8 @@ class Runner(WorkloadsMixin, ResultsMixin):
             self._sleep_until(ev.at, interruptible=False)
             self._cpu_acquire(0)
             t0 = self._now()
+            if (w := late_event_warning(ev, t0 - ev.at)) is not None:
+                self.warnings.append(w)
             try:
                 self._run_event(ev)
             finally:

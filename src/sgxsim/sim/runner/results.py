@@ -474,6 +474,7 @@ class ResultsMixin:
             kernel_warnings=warns,
             events=events,
             updates=updates,
+            warnings=list(self.warnings),
         )
         for ev in events:
             if ev["kind"] in (
