@@ -411,7 +411,7 @@ def test_large_example_scaled_down_fills_swaps_and_zaps() -> None:
     assert r.kernel.stats.get("pages_reclaimed", 0) > 0
     assert "the reclaimer swapped" in "\n".join(res.report.narrative)
     zapped = res.metrics["epc_pages_zapped"]
-    assert isinstance(zapped, int) and npages - 64 <= zapped <= npages
+    assert isinstance(zapped, int) and npages - 256 <= zapped <= npages  # concurrent builds: a few free
     assert res.metrics["enclaves_destroyed"] == 16 and res.metrics["svn_updates_ok"] == 1
     (step,) = res.timeline.cpusvn_steps
     assert cpusvn_le(bytes.fromhex(step.old), bytes.fromhex(step.new)) and step.old != step.new

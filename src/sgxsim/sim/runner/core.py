@@ -8,7 +8,9 @@ Differs: a logical CPU runs one task at a time for the length of one kernel call
 (no time slicing inside either; a thread that blocks in the kernel keeps its CPU); a task that
 wants a busy CPU waits for it. ksgxd is not a task: the kernel runs its reclaim at syscall exit.
 The batch paths of the kernel (ADD_PAGES, the zap) run as one step when only the calling task is
-runnable. A stop_machine() waits for the ECALL in progress on CPU 0 to end.
+runnable or no SVN update is under way (then a batch may run past the time another task was due,
+by at most one ADD_PAGES window of the loader). The late load's microcode apply is atomic and
+waits for the ECALL in progress on CPU 0 to end.
 """
 
 from __future__ import annotations
@@ -97,9 +99,13 @@ class _RunScheduler(DeterministicScheduler):
     #: The machine whose CPUs the tasks run on (set once it exists).
     machine: Machine | None = None
 
+    #: Whether an SVN update may be running (the EPC locked, or the operator loading microcode).
+    update_active: Callable[[], bool] = staticmethod(lambda: False)
+
     def batch_ok(self) -> bool:
-        """Kernel batch paths are allowed when nothing but the caller can run now."""
-        return self.current is None or self.runnable_count() <= 1
+        """Kernel batch paths run when nothing but the caller can run now, or when no SVN update
+        is under way (a batch is then one step: at most one ADD_PAGES window of the loader)."""
+        return self.current is None or self.runnable_count() <= 1 or not self.update_active()
 
     def charge(self, ns: int) -> None:
         """Charge ``ns`` to the current task; after a long charge (a microcode apply, a batch of
@@ -160,6 +166,8 @@ class Runner(WorkloadsMixin, ResultsMixin):
         )
         self.machine.on_enclave_step = self._enclave_step
         self.sched.machine = self.machine
+        self._updating = False
+        self.sched.update_active = lambda: self._updating or self.kernel.sgx_epc_locked
         self.ncpu = len(self.machine.cpus)
         #: The task that holds each CPU (one kernel call or ECALL at a time), and its waiters.
         self._cpu_owner: list[Task | None] = [None] * self.ncpu
@@ -403,9 +411,11 @@ class Runner(WorkloadsMixin, ResultsMixin):
             t0 = self._now()
             if (w := late_event_warning(ev, t0 - ev.at)) is not None:
                 self.warnings.append(w)
+            self._updating = ev.kind in ("microcode_load", "svn_update_trigger", "kexec")
             try:
                 self._run_event(ev)
             finally:
+                self._updating = False
                 self._cpu_release(0)
             self.trace.slice(self.trace.cpu(0), ev.kind, t0, self._now() - t0, "kernel")
             self.timeline.cpu_spans.append((0, t0, self._now(), ev.kind))
