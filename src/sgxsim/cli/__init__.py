@@ -32,6 +32,7 @@ COMMANDS: dict[str, LazyCommand] = {
     "compare": LazyCommand("sgxsim.cli.run", "compare", "Run a scenario under each SVN update policy."),
     "inspect": LazyCommand("sgxsim.cli.run", "inspect", "Show EPC, EPCM, SECS and TCS at a simulated time."),
     "explore": LazyCommand("sgxsim.cli.explore", "explore_cmd", "Explore interleavings of an SVN update."),
+    "fleet": LazyCommand("sgxsim.cli.fleet", "fleet", "Roll a TCB-recovery update out over a fleet."),
     "quote": LazyCommand("sgxsim.cli.attest", "quote", "Produce a DCAP quote and its collateral."),
     "verify": LazyCommand("sgxsim.cli.attest", "verify", "Verify a DCAP quote against collateral."),
 }
