@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -73,3 +74,22 @@ def test_ctrl_c_exits_130_and_writes_nothing(tmp_path: Path, monkeypatch: pytest
     code, out = _invoke(["fleet", str(SMALL), "--workers", "1"], tmp_path)
     assert code == 130 and "interrupted" in out
     assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_over_seeds_reports_p5_median_p95(tmp_path: Path) -> None:
+    scenario = Path(__file__).resolve().parents[2] / "examples" / "rfc-v2-late-load.toml"
+    args = ["compare", str(scenario), "--policies", "rfc-v2-teardown,linux-6.19-on-open", "--no-what-if"]
+    r = CliRunner().invoke(main, [*args, "--seeds", "3", "--workers", "2", "--out", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)["comparison"]
+    assert [row["policy"] for row in rows] == ["rfc-v2-teardown", "linux-6.19-on-open"]
+    for row in rows:
+        assert row["seeds"] == 3
+        for key in ("enclave_downtime_ns", "verdicts_accepted", "time_to_attested_ns"):
+            if row[key] is not None:
+                assert row[f"{key}_p5"] <= row[key] <= row[f"{key}_p95"]
+    teardown = rows[0]
+    assert teardown["time_to_attested_ns_p5"] < teardown["time_to_attested_ns_p95"]  # seeds spread
+    assert (tmp_path / "comparison.png").stat().st_size > 0
+    r = CliRunner().invoke(main, [*args, "--seeds", "1", "--workers", "1", "--out", str(tmp_path / "t")])
+    assert r.exit_code == 0 and "median (p5 .. p95)" in r.output

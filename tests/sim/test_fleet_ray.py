@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sgxsim.sim.engine import LocalEngine, RayEngine
+from sgxsim.sim.explore_shards import explore_sharded
 from sgxsim.sim.fleet.run import FleetResult, run_fleet
 from sgxsim.sim.fleet.spec import load_fleet
 
@@ -80,3 +81,10 @@ def test_killed_worker_is_retried_with_the_same_result(ray_engine: RayEngine, lo
     res: FleetResult = run_fleet(load_fleet(SMALL_FLEET), ray_engine, progress=kill_one)
     assert killed, "no Ray worker was running a host when one finished"
     assert fleet_json(res) == local_json
+
+
+def test_explore_shards_on_ray_match_local(ray_engine: RayEngine) -> None:
+    args = ("entropy", 6, 3, "both")
+    local = explore_sharded(LocalEngine(1), *args, max_steps=20_000, stop_on_first=False, shard_size=2)
+    on_ray = explore_sharded(ray_engine, *args, max_steps=20_000, stop_on_first=False, shard_size=2)
+    assert on_ray.to_dict() == local.to_dict()

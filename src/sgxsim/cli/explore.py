@@ -26,9 +26,10 @@ from typing import Any
 
 import click
 
+from sgxsim.cli.fleet import engine_options, host_progress
 from sgxsim.errors import SgxSimError
 from sgxsim.kernel.policy import SvnPolicy
-from sgxsim.sim.explore import STRATEGIES, Violation, explore, format_violation, replay
+from sgxsim.sim.explore import STRATEGIES, ExploreResult, Violation, explore, format_violation, replay
 from sgxsim.sim.svn import AS_POSTED_SUFFIX, SCENARIOS, svn_program
 
 __all__ = ["explore_cmd", "program_for_toml"]
@@ -79,6 +80,7 @@ def _write(out: str, v: Violation) -> str:
 @click.option("--out", type=click.Path(file_okay=False), default=".", show_default=True)
 @click.option("--list", "list_", is_flag=True, help="List the builtin scenarios.")
 @click.option("--replay", "replay_file", type=click.Path(exists=True, dir_okay=False), default=None)
+@engine_options(default=None)
 def explore_cmd(
     scenario: str | None,
     schedules: int,
@@ -90,6 +92,9 @@ def explore_cmd(
     out: str,
     list_: bool,
     replay_file: str | None,
+    engine: str | None,
+    workers: int | None,
+    address: str | None,
 ) -> None:
     """Explore interleavings of an SVN-update SCENARIO (builtin name or TOML file)."""
     if list_:
@@ -125,11 +130,49 @@ def explore_cmd(
     base = name[: -len(AS_POSTED_SUFFIX)] if name.endswith(AS_POSTED_SUFFIX) else name
     program = svn_program(name)
     steps = max_steps if max_steps is not None else SCENARIOS[base].max_steps
-    result = explore(
-        program, schedules, seed if seed is not None else default_seed, strategy, max_steps=steps
-    )
+    if engine is not None or workers is not None:
+        result = _sharded(
+            name,
+            schedules,
+            seed if seed is not None else default_seed,
+            strategy,
+            steps,
+            as_json,
+            engine or "local",
+            workers,
+            address,
+        )
+    else:
+        result = explore(
+            program, schedules, seed if seed is not None else default_seed, strategy, max_steps=steps
+        )
     _report(result.to_dict(), result.violations, as_json, out)
     raise SystemExit(1 if result.violations else 0)
+
+
+def _sharded(
+    name: str,
+    schedules: int,
+    seed: int,
+    strategy: str,
+    steps: int,
+    quiet: bool,
+    engine: str,
+    workers: int | None,
+    address: str | None,
+) -> ExploreResult:
+    """Shards of schedules by (seed, index) on an engine (sgxsim.sim.explore_shards)."""
+    from sgxsim.sim.engine import EngineError, EngineSpec, open_engine
+    from sgxsim.sim.explore_shards import explore_sharded
+
+    try:
+        with open_engine(EngineSpec(engine, workers, address)) as eng, host_progress(not quiet, name) as tick:
+            return explore_sharded(eng, name, schedules, seed, strategy, max_steps=steps, progress=tick)
+    except EngineError as err:
+        raise click.UsageError(str(err)) from None
+    except KeyboardInterrupt:
+        click.echo("sgxsim: error: interrupted: outstanding shards cancelled", err=True)
+        raise SystemExit(130) from None
 
 
 def _report(d: dict[str, Any], violations: tuple[Violation, ...], as_json: bool, out: str | None) -> None:

@@ -51,29 +51,34 @@ def host_progress(enabled: bool, label: str) -> Iterator[Callable[[int, int], No
         yield update
 
 
-def engine_options(fn: Callable[..., object]) -> Callable[..., object]:
+def engine_options(default: str | None = "local") -> Callable[[Callable[..., object]], Callable[..., object]]:
     """--engine, --workers, --address (shared by fleet, explore and compare)."""
     from sgxsim.sim.engine import ENGINES
 
-    fn = click.option(
-        "--address", default=None, help="Ray cluster address (host:port, ray://host:port or auto)."
-    )(fn)
-    fn = click.option(
-        "--workers", type=click.IntRange(1), default=None, help="Worker processes / Ray CPUs (default: all)."
-    )(fn)
-    fn = click.option(
-        "--engine",
-        type=click.Choice(ENGINES),
-        default="local",
-        show_default=True,
-        help="local: a process pool here; ray: a Ray cluster (pip install 'sgxsim[ray]').",
-    )(fn)
-    return fn
+    def decorate(fn: Callable[..., object]) -> Callable[..., object]:
+        fn = click.option(
+            "--address", default=None, help="Ray cluster address (host:port, ray://host:port or auto)."
+        )(fn)
+        fn = click.option(
+            "--workers",
+            type=click.IntRange(1),
+            default=None,
+            help="Worker processes / Ray CPUs (default: all).",
+        )(fn)
+        return click.option(
+            "--engine",
+            type=click.Choice(ENGINES),
+            default=default,
+            show_default=default is not None,
+            help="local: a process pool here; ray: a Ray cluster (pip install 'sgxsim[ray]').",
+        )(fn)
+
+    return decorate
 
 
 @click.command()
 @click.argument("fleet_file", metavar="FLEET.toml", type=click.Path(dir_okay=False, path_type=Path))
-@engine_options
+@engine_options()
 @click.option("--sample", type=click.IntRange(1), default=None, help="Simulate K hosts per (class, wave).")
 @click.option(
     "--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Fleet seed (default: the file's)."
