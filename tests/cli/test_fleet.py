@@ -93,3 +93,40 @@ def test_compare_over_seeds_reports_p5_median_p95(tmp_path: Path) -> None:
     assert (tmp_path / "comparison.png").stat().st_size > 0
     r = CliRunner().invoke(main, [*args, "--seeds", "1", "--workers", "1", "--out", str(tmp_path / "t")])
     assert r.exit_code == 0 and "median (p5 .. p95)" in r.output
+
+
+def test_compare_policies_runs_the_fleet_under_each_design(tmp_path: Path) -> None:
+    text = SMALL.read_text()
+    text = text.replace(
+        "[[rollout.wave]]\npercent = 25\n\n[[rollout.wave]]\npercent = 75", "[[rollout.wave]]\npercent = 100"
+    )
+    path = tmp_path / "fleet.toml"
+    path.write_text(text)
+    out = tmp_path / "cmp"
+    r = CliRunner().invoke(
+        main,
+        [
+            "fleet",
+            str(path),
+            "--compare-policies",
+            "--sample",
+            "1",
+            "--workers",
+            "2",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    top = json.loads(r.output)
+    rows = {row["policy"]: row for row in top["comparison"]}
+    assert set(rows) == {"rfc-v2-teardown", "explicit-trigger", "linux-6.19-on-open"}
+    assert all(row["host_runs"] == 3 for row in rows.values())
+    # Without a trigger write or a drain, the explicit trigger never updates a busy host; the RFC v2
+    # teardown updates every one.
+    assert rows["rfc-v2-teardown"]["never_reached_hosts"] == 0
+    assert rows["explicit-trigger"]["never_reached_hosts"] == 12
+    for policy in rows:
+        sub = json.loads((out / policy / "fleet.json").read_text())
+        assert sub["policy"] == policy and all(c["policy"] == policy for c in sub["classes"])

@@ -500,7 +500,7 @@ def host_scenario(fleet: FleetSpec, hc: HostClass, wave: int) -> Scenario:
     events.append(EventSpec(at=hc.update_at, kind="microcode_load", patch=patch.name))
     if hc.procedure == "drain":
         events.append(EventSpec(at=hc.update_at + DRAIN_LEAD_NS, kind="restart"))
-    if hc.trigger_after is not None:
+    if hc.trigger_after is not None and hc.policy is SvnPolicy.EXPLICIT_TRIGGER:
         events.append(EventSpec(at=hc.update_at + hc.trigger_after, kind="svn_update_trigger"))
     allow = ("UpToDate", "SWHardeningNeeded") if rp.accept_sw_hardening_needed else ("UpToDate",)
     return Scenario(
