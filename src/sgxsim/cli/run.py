@@ -10,8 +10,9 @@
 ``SCENARIO`` may be the word ``demo`` for the embedded scenario. Every command takes ``--json``,
 ``--seed``, ``-v``/``-q``; ``demo``/``run``/``compare`` write their output folder (``--out``):
 ``report.json``, ``report.md``, ``timeline.png``, ``trace.json``, ``kernel.log`` (and
-``comparison.png`` for ``compare``). Exit codes: 0 ok; 1 scenario error or failed check
-(``--strict``: a kernel WARN fired); 2 usage error. docs/cli.md is the manual.
+``comparison.png`` for ``compare``) and ``run.json``, atomically (:mod:`sgxsim.cli.output`).
+Exit codes (:mod:`sgxsim.cli.boundary`): 0 ok; 1 a failed check (``--strict``: a kernel WARN
+fired); 2 usage error or invalid scenario; 130 interrupted. docs/cli.md is the manual.
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from sgxsim.cli.boundary import EXIT_FAILED, EXIT_USAGE, CliError, current_interrupt
 from sgxsim.cli.fleet import engine_options, host_progress
-from sgxsim.errors import InvalidArgument, ScenarioError
+from sgxsim.cli.output import OutputFolder, output_folder
+from sgxsim.errors import ScenarioError
 from sgxsim.kernel.policy import SvnPolicy
 from sgxsim.sim.engine import EngineSpec
 from sgxsim.sim.report import Report, Scalar, write_outputs
 from sgxsim.sim.runner import RUN_POLICIES, WHAT_IF_POLICY, Runner, RunResult, policy_label
-from sgxsim.sim.scenario import Scenario, load_scenario, parse_duration
+from sgxsim.sim.scenario import Scenario, format_ns_short, load_scenario, parse_duration
 from sgxsim.sim.timeline import COMPARISON_METRICS
 
 __all__ = ["compare", "demo", "inspect", "run"]
@@ -48,22 +51,6 @@ def _load(spec: str) -> Scenario:
 
         return demo_scenario()
     return load_scenario(spec)
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"sgxsim: error: {message}", err=True)
-    sys.exit(code)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """Scenario errors exit 1 with the key path and line; bad option values exit 2."""
-    try:
-        yield
-    except ScenarioError as err:
-        _fail(str(err), 1)
-    except InvalidArgument as err:
-        _fail(str(err), 2)
 
 
 @contextmanager
@@ -125,9 +112,22 @@ def _policy_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _execute(scenario: Scenario, seed: int | None, policy: str | None, show_progress: bool) -> RunResult:
+    """Run under Ctrl-C deferral: an interrupt is raised between two events (a safe point)."""
     label = f"{scenario.name} [{policy_label(policy or scenario.machine.svn_update_policy)}]"
-    with _progress(show_progress, label) as cb:
-        return Runner(scenario, seed=seed, policy=policy, progress=cb).run()
+    flag = current_interrupt()
+    with _progress(show_progress, label) as bar, flag.deferred():
+
+        def progress(now_ns: int, end_ns: int) -> None:
+            if bar is not None:
+                bar(now_ns, end_ns)
+            flag.check()
+
+        return Runner(scenario, seed=seed, policy=policy, progress=progress).run()
+
+
+def _open_out(out_dir: Path, command: str, seed: int | None, **arguments: Any) -> Any:
+    """The output folder of a run, checked before the run starts (:mod:`sgxsim.cli.output`)."""
+    return output_folder(out_dir, command, seed, arguments)
 
 
 def _print_run(console: Console, report: Report, verbose: int, quiet: bool, paths: dict[str, Path]) -> None:
@@ -153,14 +153,19 @@ def _print_run(console: Console, report: Report, verbose: int, quiet: bool, path
     console.print(f"Wrote {', '.join(sorted(paths))} to {folder}", highlight=False)
 
 
-def _finish(result: RunResult, out_dir: Path, as_json: bool, verbose: int, quiet: bool, strict: bool) -> None:
-    paths = write_outputs(out_dir, result.report, result.trace, result.timeline)
+def _finish(
+    result: RunResult, folder: OutputFolder, as_json: bool, verbose: int, quiet: bool, strict: bool
+) -> None:
+    write_outputs(folder.tmp, result.report, result.trace, result.timeline)
+    paths = folder.commit()
     if as_json:
         click.echo(result.report.to_json(), nl=False)
     else:
         _print_run(Console(file=sys.stdout), result.report, verbose, quiet, paths)
     if strict and result.report.warnings:
-        _fail(f"{result.report.warnings} kernel WARN(s) during the run (see kernel.log)", 1)
+        raise CliError(
+            f"{result.report.warnings} kernel WARN(s) during the run (see kernel.log)", EXIT_FAILED
+        )
 
 
 @click.command()
@@ -183,9 +188,10 @@ def demo(
     """
     from sgxsim.sim.demo import demo_scenario
 
-    with _errors():
-        result = _execute(demo_scenario(), seed, policy, not (as_json or quiet))
-        _finish(result, out_dir, as_json, verbose, quiet, strict)
+    sc = demo_scenario()
+    with _open_out(out_dir, "demo", sc.seed if seed is None else seed, policy=policy) as folder:
+        result = _execute(sc, seed, policy, not (as_json or quiet))
+        _finish(result, folder, as_json, verbose, quiet, strict)
 
 
 @click.command()
@@ -193,6 +199,11 @@ def demo(
 @_common
 @_outputs
 @_policy_option
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Check the scenario and print its plan (as `sgxsim validate`); run nothing.",
+)
 def run(
     scenario: str,
     seed: int | None,
@@ -202,12 +213,20 @@ def run(
     out_dir: Path,
     strict: bool,
     policy: str | None,
+    dry_run: bool,
 ) -> None:
     """Run a scenario file (docs/scenarios.md) and write the same outputs as demo."""
-    with _errors():
-        sc = _load(scenario)
+    sc = _load(scenario)
+    if dry_run:
+        from sgxsim.cli.validate import print_plan
+
+        print_plan(sc, as_json=as_json, policy=policy)
+        return
+    with _open_out(
+        out_dir, "run", sc.seed if seed is None else seed, scenario=scenario, policy=policy
+    ) as folder:
         result = _execute(sc, seed, policy, not (as_json or quiet))
-        _finish(result, out_dir, as_json, verbose, quiet, strict)
+        _finish(result, folder, as_json, verbose, quiet, strict)
 
 
 def _parse_policies(text: str) -> list[str]:
@@ -274,8 +293,10 @@ def compare(
     pols = _parse_policies(policies)
     if what_if and WHAT_IF_POLICY not in pols:
         pols.append(WHAT_IF_POLICY)
-    with _errors():
-        sc = _load(scenario)
+    sc = _load(scenario)
+    with _open_out(
+        out_dir, "compare", sc.seed if seed is None else seed, scenario=scenario, policies=pols
+    ) as folder:
         results = [_execute(sc, seed, p, not (as_json or quiet)) for p in pols]
         base = results[0]
         rows: list[dict[str, Scalar]] = []
@@ -297,7 +318,8 @@ def compare(
                 EngineSpec(engine, workers, address),
             )
         base.report.comparison = rows
-        paths = write_outputs(out_dir, base.report, base.trace, base.timeline)
+        write_outputs(folder.tmp, base.report, base.trace, base.timeline)
+        paths = folder.commit()
         if as_json:
             click.echo(base.report.to_json(), nl=False)
         elif not quiet:
@@ -307,8 +329,8 @@ def compare(
             else:
                 _print_spread(console, rows)
             console.print(f"Wrote {', '.join(sorted(paths))} to {out_dir}", highlight=False)
-        if strict and any(r.report.warnings for r in results):
-            _fail("kernel WARN(s) during a run (see kernel.log)", 1)
+        if strict and any(r.report.kernel_warnings for r in results):
+            raise CliError("kernel WARN(s) during a run (see kernel.log)", EXIT_FAILED)
 
 
 def _seed_rows(
@@ -322,10 +344,8 @@ def _seed_rows(
     try:
         with open_engine(spec) as eng, host_progress(not quiet, f"{sc.name} x {n} seeds") as tick:
             metrics = eng.map(run_seed, tasks, tick)
-    except EngineError as err:
-        raise click.UsageError(str(err)) from None
-    except KeyboardInterrupt:
-        _fail("interrupted: outstanding runs cancelled, nothing written", 130)
+    except EngineError as err:  # Ctrl-C cancels the outstanding runs and propagates (exit 130)
+        raise CliError(str(err), EXIT_USAGE) from None
     keys = [k for k, _, _ in COMPARISON_METRICS] + ["verdicts_accepted", "verdicts_refused"]
     runs = [metrics[i * n : (i + 1) * n] for i in range(len(pols))]
     return spread_rows(pols, labels, runs, keys)
@@ -393,9 +413,14 @@ def inspect(
     try:
         at_ns = parse_duration(at, "--at")
     except ScenarioError as err:
-        raise click.BadParameter(str(err), param_hint="--at") from None
-    with _errors():
-        sc = _load(scenario)
+        raise click.BadParameter(err.message, param_hint="--at") from None
+    sc = _load(scenario)
+    if at_ns > sc.duration:
+        raise CliError(
+            f"--at {at}: after the end of scenario {sc.name!r}, which lasts {format_ns_short(sc.duration)}",
+            EXIT_USAGE,
+        )
+    with current_interrupt().deferred():
         data = inspect_machine(
             sc, at_ns, seed=seed, policy=policy, enclave=enclave, state=state, page=page, limit=limit
         )

@@ -815,6 +815,7 @@ def explore(
     check_every: int = 1,
     trace_len: int = DEFAULT_TRACE_LEN,
     log_tail: int = DEFAULT_LOG_TAIL,
+    progress: Callable[[int, int], None] | None = None,
     first_index: int = 0,
 ) -> ExploreResult:
     """Run ``schedules`` interleavings of ``program``, checking its invariants after every step.
@@ -825,8 +826,9 @@ def explore(
     longest schedule seen so far) or ``"both"`` (random on even, pct on odd indices).
     ``max_steps`` bounds each schedule (beyond it: a "terminates" violation);
     ``time_budget_steps`` bounds the total steps (no new schedule starts past it);
-    ``stop_on_first`` stops at the first violating schedule. ``first_index`` starts at that
-    schedule index (a shard of a bigger exploration: schedules ``first_index`` onwards).
+    ``stop_on_first`` stops at the first violating schedule. ``progress(done, schedules)`` is
+    called after every schedule (a safe point: no model code is on the stack). ``first_index``
+    starts at that schedule index (a shard of a bigger exploration: schedules ``first_index`` on).
     Outcomes: an :class:`ExploreResult`; ``InvalidArgument`` for a bad parameter or
     program; an exception raised by ``setup`` propagates.
     """
@@ -871,6 +873,8 @@ def explore(
         longest = max(longest, out.steps)
         completed += out.completed
         _add_counts(counts, out.counts)
+        if progress is not None:
+            progress(ran, schedules)
         if out.violation is not None:
             violations.append(out.violation)
             if stop_on_first:

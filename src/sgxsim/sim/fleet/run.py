@@ -90,7 +90,7 @@ def run_host(task: HostTask) -> HostOutcome:
         reached_new_svn=bool(res.timeline.cpusvn_steps),
         attempts=len(attempts),
         last_result=str(attempts[-1]["result"]) if attempts else None,
-        warnings=int(report.warnings),
+        warnings=int(report.kernel_warnings),
         downtime_ns=int(res.metrics.get("enclave_downtime_ns") or 0),
         enclaves_destroyed=int(res.metrics.get("enclaves_destroyed") or 0),
         verdicts_refused=sum(1 for v in verdicts if not v.accepted),
