@@ -578,18 +578,22 @@ def scenario_to_toml(sc: Scenario) -> str:
         "",
         *_machine_lines(sc.machine),
     ]
+    keys = json_schema()["properties"]  # only scenario keys (not e.g. where a spec came from)
     for w in sc.workloads:
         out += ["", "[[workload]]"]
         for key, value in vars(w).items():
-            if key == "oversubscribe_hint":
-                continue  # not a scenario key
-            if value is None:
-                value = "never"
-            out.append(f"{key} = {_toml_value(value)}")
+            if key in keys["workload"]["items"]["properties"]:
+                out.append(f"{key} = {_toml_value('never' if value is None else value)}")
     for v in sc.vms:
-        out += ["", "[[vm]]", *(f"{k} = {_toml_value(x)}" for k, x in vars(v).items())]
+        vm_keys = keys["vm"]["items"]["properties"]
+        out += ["", "[[vm]]", *(f"{k} = {_toml_value(x)}" for k, x in vars(v).items() if k in vm_keys)]
     for e in sc.events:
-        out += ["", "[[event]]", *(f"{k} = {_toml_value(x)}" for k, x in vars(e).items() if x is not None)]
+        ev_keys = keys["event"]["items"]["properties"]
+        out += [
+            "",
+            "[[event]]",
+            *(f"{k} = {_toml_value(x)}" for k, x in vars(e).items() if x is not None and k in ev_keys),
+        ]
     rp = sc.relying_party
     out += ["", "[relying_party]", f"allow = {_toml_value(rp.allow)}", f"grace_period = {rp.grace_period}"]
     out += [
