@@ -61,6 +61,7 @@ PROCEDURES = ("late-load", "drain")
 #: Which TCB Info a relying party follows (Intel PCS ``update=early`` or ``update=standard``).
 TCB_INFO_UPDATES = ("early", "standard")
 _NS_PER_DAY = 86_400_000_000_000
+_DAYS_RE = re.compile(r"^\s*(\d+)\s*d\s*$")
 #: Operator steps of the drain procedure happen this long before / after the load (simulated).
 DRAIN_LEAD_NS = 100_000_000
 
@@ -227,10 +228,11 @@ def _days(r: _Reader) -> Any:
 
     def conv(v: object, key: str) -> int:
         if isinstance(v, str):
-            ns = r.duration()(v, key)
-            if ns % _NS_PER_DAY:
-                r.fail(f"must be a whole number of days, got {v!r}", key)
-            return ns // _NS_PER_DAY
+            m = _DAYS_RE.match(v)
+            if m is None:
+                r.fail(f'expected a whole number of days like 14 or "14d", got {v!r}', key)
+            assert m is not None
+            return int(m.group(1))
         return int(r.int_(0, 100_000)(v, key))
 
     return conv
@@ -494,7 +496,8 @@ def host_scenario(fleet: FleetSpec, hc: HostClass, wave: int) -> Scenario:
                 tcb_evaluation_data_number=intel.new_tcb_evaluation_data_number,
             )
         )
-        grace_ns = max(flip + rp.grace_days - w.day, 0) * _NS_PER_DAY
+        # The grace left that day; a host run lasts seconds, so one day stands for "all of the run".
+        grace_ns = min(max(flip + rp.grace_days - w.day, 0), 1) * _NS_PER_DAY
     if hc.procedure == "drain":
         events.append(EventSpec(at=hc.update_at - DRAIN_LEAD_NS, kind="drain"))
     events.append(EventSpec(at=hc.update_at, kind="microcode_load", patch=patch.name))
