@@ -16,11 +16,11 @@ from pathlib import Path
 
 import dcap_qvl
 import pytest
-from attest_world import NOW, World
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.attest.attest_world import NOW, World
 
 from sgxsim.attest import Collateral, parse_pem_chain, parse_quote, verify_quote
 from sgxsim.cli.attest import collateral_from_json

@@ -12,9 +12,9 @@ import datetime as dt
 import json
 
 import pytest
-from attest_world import NOW, World, isv_body
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from tests.attest.attest_world import NOW, World, isv_body
 
 from sgxsim.attest import (
     Collateral,

@@ -84,6 +84,7 @@ __all__ = [
     "PckChain",
     "Validity",
     "VerifiedQuote",
+    "check_tcb_info_signature",
     "check_tcb_level",
     "converge_tcb_status",
     "verify_enclave_report",
@@ -440,6 +441,28 @@ def verify_pck_cert_chain(
     if not isinstance(ext, x509.UnrecognizedExtension):
         raise VerificationError(R.MALFORMED_PCK_EXTENSION, "unexpected extension type")
     return PckChain(leaf, pck_ca, kind, PckExtension.decode(ext.value), pck_crl)
+
+
+def check_tcb_info_signature(
+    text: str, signature: bytes, issuer_chain: str, root: x509.Certificate | bytes, now: dt.datetime
+) -> ParsedTcbInfo:
+    """A TCB Info text signed by the TCB Signing key of ``issuer_chain`` (signer || root) under ``root``.
+
+    For planning tools (``tcb-impact``): the chain and the signature are checked as
+    :func:`verify_tcb_info` does (signer validity at ``now``), not the TCB Info's own freshness or
+    CRLs. Outcome: the parsed TCB Info; ``VerificationError`` otherwise.
+    """
+    anchor = _load_root(root)
+    certs = parse_pem_chain(issuer_chain)
+    what = "TCB Info signing chain"
+    if len(certs) != TCB_CHAIN_LENGTH:
+        raise VerificationError(R.MALFORMED_CERT_CHAIN, f"{what}: {len(certs)} certificates")
+    _check_is_root(certs[1], anchor, what)
+    _check_subject(certs[0], {TCB_SIGNING_CN: None}, f"{what} signer")
+    _check_issued_by_root(certs[0], anchor, f"{what} signer")
+    _check_cert(certs[0], now, f"{what} signer", [])
+    _check_signed_text(certs[0], text, signature, R.TCB_INFO_SIGNATURE_INVALID, "TCB Info")
+    return parse_tcb_info(text)
 
 
 def verify_tcb_info(

@@ -1,23 +1,24 @@
-"""``sgxsim quote`` and ``sgxsim verify``: attestation evidence from a simulated machine, and its verdict.
+"""``sgxsim quote`` and ``sgxsim verify``: attestation evidence from simulated machines, and its verdict.
 
-``quote`` builds a default platform (machine, kernel, attestation world for ``--seed``), runs the
-attestable application enclave of :mod:`sgxsim.sdk.quoting` under it, quotes it through the
-platform's PCE and QE and writes, into ``--out``:
+``quote`` builds one attestation world for ``--seed`` and ``--platforms`` machines in it (each at
+its ``--late-microcode-svn``), runs the attestable application enclave of :mod:`sgxsim.sdk.quoting`
+on each, quotes it through the platform's PCE and QE and writes, into ``--out``:
 
-* ``quote.bin`` -- the DCAP quote (v3 by default, v4 with ``--version 4``);
+* ``quote.bin`` (one platform) or ``quote-platform-NN.bin`` -- the DCAP quotes (v3, or v4 with
+  ``--version 4``);
 * ``collateral.json`` -- the PCS collateral, as dcap-qvl's ``QuoteCollateralV3.to_json()`` writes
   it (its nine field names; CRLs and signatures hex, chains and JSON documents as text);
 * ``root.pem`` -- the trust anchor ("Intel SGX Root CA" of the simulated world);
-* ``report.json`` -- a summary of the quote: header SVNs, the report body, the PCK TCB, and our
-  verifier's status at generation time.
+* ``report.json`` -- a summary per quote: header SVNs, the report body, the PCK TCB, and our
+  verifier's status at generation time;
+* ``verify-command.txt`` -- the ``sgxsim verify ... --at T`` line for the simulated month (the
+  collateral is valid then only); ``tcb-info-recovery.json`` with ``--recovery-svn``.
 
 ``verify QUOTE --collateral DIR_OR_FILE --root ROOT.pem [--at ISO8601]`` checks a quote with
-:func:`sgxsim.attest.verify_quote` and prints the TCB status and advisory IDs. ``--at`` defaults
-to the TCB Info ``issueDate`` of the collateral (there is no wall clock). Exit codes: 0 accepted;
-1 rejected (a verification error, with its reason, or a Revoked TCB); 2 usage (unreadable files,
-malformed collateral JSON or root PEM, bad options).
-
-The commands are plain :class:`click.Command` objects for the ``sgxsim`` group to register.
+:func:`sgxsim.attest.verify_quote` (Intel QVL's rules) and prints the verdict. ``--at`` defaults
+to the current time: the wall clock is read here, in the CLI, never in the simulated world.
+Exit codes (docs/cli.md): 0 accepted; 1 rejected (a verification error, with its reason and
+detail, a Revoked TCB, or a debug enclave without ``--allow-debug``); 2 invalid input.
 """
 
 from __future__ import annotations
