@@ -28,12 +28,11 @@ from sgxsim.attest.collateral import split_envelope
 from sgxsim.attest.impact import Evidence, FleetImpact, load_evidence, tcb_impact
 from sgxsim.attest.verifier import check_tcb_info_signature
 from sgxsim.cli.attest import load_collateral, load_root, parse_at, wall_clock_now
+from sgxsim.cli.boundary import EXIT_DEMOTION, EXIT_USAGE
 from sgxsim.errors import InvalidArgument, VerificationError
 
 __all__ = ["EXIT_DEMOTION", "BadInput", "tcb_impact_cmd"]
 
-#: Exit status when at least one platform will be demoted (docs/cli.md).
-EXIT_DEMOTION = 3
 _EVIDENCE_SUFFIXES = (".bin", ".dat", ".quote", ".pem", ".crt", ".cer", ".der")
 _DURATION = re.compile(r"^(\d+)([dhms])$")
 
@@ -41,7 +40,7 @@ _DURATION = re.compile(r"^(\d+)([dhms])$")
 class BadInput(click.ClickException):
     """Invalid input that is not a command-line usage error (a bad file, a PCS answer): exit 2."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 def _grace(value: str) -> dt.timedelta:
