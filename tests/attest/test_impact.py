@@ -68,3 +68,23 @@ def test_unknown_fmspc_and_bad_grace(world: World) -> None:
         tcb_impact([other], [text], [text])
     with pytest.raises(InvalidArgument):
         tcb_impact([ev], [text], [text], grace=dt.timedelta(days=-1))
+
+
+def test_simulated_world_says_which_platforms_a_recovery_demotes() -> None:
+    # Item 5's function: the world publishes a recovery and reports its impact on its platforms.
+    from sgxsim.sim.attestation import AttestationWorld, TcbRecovery, quote_fleet
+
+    world = AttestationWorld(3)
+    quote_fleet(world, [1, 2], seed=3)
+    level, fleet = world.publish_recovery_with_impact(
+        TcbRecovery.late_microcode(3), at_ns=10**9, grace=dt.timedelta(days=14)
+    )
+    assert level.components[1] == 3
+    svn1, svn2 = fleet.platforms
+    assert not svn1.demoted and svn1.status_now is TcbStatus.OUT_OF_DATE
+    assert svn2.demoted and (svn2.status_now, svn2.status_new) == (
+        TcbStatus.SW_HARDENING_NEEDED,
+        TcbStatus.OUT_OF_DATE,
+    )
+    assert svn2.requirement is not None and svn2.requirement.late_microcode_svn == 3
+    assert svn2.bites_at == world.datetime_at(10**9) + dt.timedelta(days=14)

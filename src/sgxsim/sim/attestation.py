@@ -74,6 +74,7 @@ from sgxsim.attest import (
     VerifiedQuote,
     verify_quote,
 )
+from sgxsim.attest.impact import Evidence, FleetImpact, tcb_impact
 from sgxsim.errors import InvalidArgument, ModelInvariantError, VerificationError
 from sgxsim.hw.arch import CPUSVN_SIZE, Attributes, KeyName, Targetinfo
 from sgxsim.hw.cpu import SVN_COMPONENT_LATE_MICROCODE, MicrocodePatch
@@ -479,6 +480,35 @@ class AttestationWorld:
         for ppid in self._fuses:
             self._issue_reachable(self.pcs.platform(ppid))
         return level
+
+    def current_pck(self, platform: Platform) -> PckCertificate | None:
+        """The PCK certificate ``platform`` quotes with now, without starting anything.
+
+        The certificate of its certification if the quoting service has one, else the one the
+        PCS selects for the machine's raw TCB now (CPUSVN, the PCE's ISVSVN).
+        """
+        if platform._cert is not None:
+            return platform._cert.pck
+        return self.pcs.select_pck_cert(platform.ppid, platform.machine.cpusvn, self.pce_build.isvsvn)
+
+    def publish_recovery_with_impact(
+        self, recovery: TcbRecovery, *, at_ns: int, grace: dt.timedelta = dt.timedelta(0)
+    ) -> tuple[TcbLevel, FleetImpact]:
+        """:meth:`publish_recovery`, and which of this world's platforms it demotes and when.
+
+        Models: what ``sgxsim tcb-impact`` tells an operator (:func:`sgxsim.attest.impact.tcb_impact`):
+        each platform's PCK TCB under the TCB Info before and after the recovery.
+        """
+        now = self.datetime_at(at_ns)
+        before = self.pcs.tcb_info(self.tcb.fmspc, now).body
+        evidence = []
+        for i, platform in enumerate(self.platforms):
+            pck = self.current_pck(platform)
+            if pck is not None:
+                evidence.append(Evidence(f"platform {i} ({platform.name})", pck.extension))
+        level = self.publish_recovery(recovery, at_ns=at_ns)
+        after = self.pcs.tcb_info(self.tcb.fmspc, now).body
+        return level, tcb_impact(evidence, [before], [after], grace=grace)
 
     def add_platform(
         self,
