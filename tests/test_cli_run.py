@@ -103,7 +103,7 @@ def test_demo_outputs(demo_out: tuple[Path, dict[str, object]]) -> None:
         "trace.json",
     ]
     png = (out / "timeline.png").read_bytes()
-    assert _png_size(png) == (1200, 900) and len(png) > 30_000
+    assert _png_size(png) == (1300, 1200) and len(png) > 30_000
     assert "EUPDATESVN" in (out / "kernel.log").read_text()
     assert "## Narrative" in (out / "report.md").read_text()
 

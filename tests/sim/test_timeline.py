@@ -225,6 +225,12 @@ def test_comparison_metrics_cover_the_brief() -> None:
         "faults",
         "epc_pages_zapped",
         "update_duration_ns",
+        "new_cpusvn_reached",
+        "new_cpusvn_attested",
+        "verdicts_refused",
+        "locked_window_ns",
+        "ioctls_refused_in_window",
+        "aex_by_ipi",
     ]
 
 
