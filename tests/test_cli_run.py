@@ -77,7 +77,9 @@ def demo_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
 def test_demo_golden_summary_and_schema(demo_out: tuple[Path, dict[str, object]]) -> None:
     out, data = demo_out
     jsonschema.validate(data, report_schema())
-    summary = {row["item"]: row["value"] for row in data["summary"]}  # type: ignore[union-attr, index]
+    rows = data["summary"]
+    assert isinstance(rows, list)
+    summary = {row["item"]: row["value"] for row in rows}
     for key, value in GOLDEN_DEMO_SUMMARY.items():
         assert summary[key] == value, key
     metrics = data["metrics"]
