@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import TypeAlias
 
 from sgxsim.errors import InvalidArgument
@@ -38,6 +39,7 @@ __all__ = [
     "SGX_ATTR_RESERVED_MASK",
     "SGX_ATTR_UNPRIV_MASK",
     "SGX_CPUID",
+    "SGX_CPUID_EDECCSSA",
     "SGX_CPUID_EPC",
     "SGX_CPUID_EPC_ADDR_LIMIT",
     "SGX_CPUID_EPC_INVALID",
@@ -53,6 +55,7 @@ __all__ = [
     "SGX_MODULUS_SIZE",
     "SGX_SSA_GPRS_SIZE",
     "SGX_SSA_MISC_EXINFO_SIZE",
+    "SGX_TCS_AEXNOTIFY",
     "SGX_TCS_DBGOPTIN",
     "SGX_TCS_RESERVED_MASK",
     "SGX_TCS_RESERVED_SIZE",
@@ -65,7 +68,10 @@ __all__ = [
     "SIGSTRUCT_VENDOR_NONE",
     "SSA_EXIT_TYPE_HARDWARE",
     "SSA_EXIT_TYPE_SOFTWARE",
+    "SSA_GPRSGX_AEXNOTIFY",
     "XFRM_LEGACY",
+    "XSAVE_COMPONENTS",
+    "XSAVE_LEGACY_AND_HEADER_SIZE",
     "Attributes",
     "EnclsLeaf",
     "EncluLeaf",
@@ -78,6 +84,7 @@ __all__ = [
     "SecinfoFlags",
     "SgxStatus",
     "Vector",
+    "canonical",
     "cpusvn_le",
     "cpusvn_min",
     "decode_epc_section",
@@ -87,6 +94,8 @@ __all__ = [
     "secinfo_flags",
     "secinfo_page_type",
     "sgx_calc_section_metric",
+    "ssa_frame_bytes_needed",
+    "xsave_size",
 ]
 
 
@@ -151,6 +160,7 @@ class EncluLeaf(enum.IntEnum):
     EACCEPT = 0x5
     EMODPE = 0x6
     EACCEPTCOPY = 0x7
+    EDECCSSA = 0x9
 
 
 class SgxStatus(enum.IntEnum):
@@ -414,6 +424,8 @@ SGX_MAX_EPC_SECTIONS = 8
 SGX_CPUID_SGX1 = 1 << 0
 SGX_CPUID_SGX2 = 1 << 1
 SGX_CPUID_EUPDATESVN = 1 << 10
+#: CPUID.(0x12,0).EAX[11]: ENCLU[EDECCSSA] (Linux ``X86_FEATURE_SGX_EDECCSSA``).
+SGX_CPUID_EDECCSSA = 1 << 11
 #: CPUID.(0x12,2+i).ECX[3:0] EPC section property: confidentiality, integrity and replay protection.
 SGX_CPUID_EPC_PROTECTED = 0x1
 #: Largest base/size one EPC section sub-leaf can express (20 + 32 address bits).
@@ -465,12 +477,67 @@ def decode_epc_section(eax: int, ebx: int, ecx: int, edx: int) -> tuple[int, int
 # TCS, SSA, SIGSTRUCT, launch, MSRs, CPUSVN, measurement
 # --------------------------------------------------------------------------------------------
 
+#: TCS.FLAGS: DBGOPTIN (bit 0), AEXNOTIFY (bit 1; SDM "TCS.FLAGS" table); bits 63:2 are reserved.
 SGX_TCS_DBGOPTIN = 0x1
-SGX_TCS_RESERVED_MASK = _genmask(63, 1)
+SGX_TCS_AEXNOTIFY = 0x2
+SGX_TCS_RESERVED_MASK = _genmask(63, 2)
 SGX_TCS_RESERVED_SIZE = 4024
 
 SGX_SSA_GPRS_SIZE = 184
 SGX_SSA_MISC_EXINFO_SIZE = 16
+#: SSA.GPRSGX.AEXNOTIFY: bit 0 of the byte at GPRSGX offset 167 (bit 24 of the u32 at 164), the
+#: per-frame AEX-Notify enable (Intel ISE "Asynchronous Enclave Exit Notify"; SDK ``ssa_gpr_t``).
+SSA_GPRSGX_AEXNOTIFY = 1 << 24
+
+#: [MODEL] XSAVE standard-format (offset, size) of each XFRM state component above the legacy
+#: area and header (CPUID.(0xD, i).EBX/EAX of current Intel parts): the one table both ECREATE's
+#: SSA sizing and EENTER/ERESUME's SSA page checks use.
+XSAVE_COMPONENTS: Mapping[int, tuple[int, int]] = MappingProxyType(
+    {
+        2: (576, 256),  # AVX (YMM_Hi128)
+        3: (960, 64),  # MPX BNDREGS
+        4: (1024, 64),  # MPX BNDCSR
+        5: (1088, 64),  # AVX-512 opmask
+        6: (1152, 512),  # AVX-512 ZMM_Hi256
+        7: (1664, 1024),  # AVX-512 Hi16_ZMM
+        9: (2688, 8),  # PKRU
+        17: (2752, 64),  # AMX TILECFG
+        18: (2816, 8192),  # AMX TILEDATA
+    }
+)
+#: x87/SSE legacy area (512 bytes) + XSAVE header (64 bytes).
+XSAVE_LEGACY_AND_HEADER_SIZE = 512 + 64
+
+
+def xsave_size(xfrm: int) -> int:
+    """Bytes of the standard-format XSAVE area for the state components in ``xfrm``.
+
+    Models: SDM ECREATE ``compute_xsave_size(XFRM)`` and EENTER/ERESUME ``compute_XSAVE_frame_size``
+    (the same function), with :data:`XSAVE_COMPONENTS`.
+    """
+    size = XSAVE_LEGACY_AND_HEADER_SIZE
+    for bit, (offset, length) in XSAVE_COMPONENTS.items():
+        if xfrm >> bit & 1:
+            size = max(size, offset + length)
+    return size
+
+
+def ssa_frame_bytes_needed(xfrm: int, miscselect: int) -> int:
+    """Bytes one SSA frame needs: XSAVE(XFRM) + MISC region (EXINFO if selected) + GPRSGX.
+
+    Models: SDM ECREATE ``TMP_XSIZE`` (SSA frame size check).
+    """
+    return (
+        xsave_size(xfrm) + (SGX_SSA_MISC_EXINFO_SIZE if miscselect & MISC_EXINFO else 0) + SGX_SSA_GPRS_SIZE
+    )
+
+
+def canonical(addr: int) -> bool:
+    """True iff a 64-bit linear address is canonical with 48-bit linear addresses (bits 63:47 equal)."""
+    top = addr >> 47
+    return top == 0 or top == (1 << 17) - 1
+
+
 #: SSA.GPRSGX.EXITINFO.EXIT_TYPE values (SDM EXITINFO table): hardware / software exception.
 SSA_EXIT_TYPE_HARDWARE = 0b011
 SSA_EXIT_TYPE_SOFTWARE = 0b110

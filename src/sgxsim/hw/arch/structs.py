@@ -254,7 +254,7 @@ class Tcs(_Packed):
     reserved: bytes = _zero(SGX_TCS_RESERVED_SIZE)
 
     def reserved_ok(self) -> bool:
-        """True iff FLAGS bits 63:1 and the 4024 reserved bytes are zero (EADD/EENTER #GP otherwise)."""
+        """True iff FLAGS bits 63:2 and the 4024 reserved bytes are zero (EADD/EENTER #GP otherwise)."""
         return not self.flags & SGX_TCS_RESERVED_MASK and _all_zero(self.reserved)
 
 

@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from sgxsim.hw.arch import EnclsLeaf, LeafResult
+from sgxsim.hw.arch import EnclsLeaf, LeafResult, ssa_frame_bytes_needed, xsave_size
 from sgxsim.hw.cpu import LogicalProcessor
 from sgxsim.hw.encls.build import (
     eadd,
@@ -47,14 +47,12 @@ from sgxsim.hw.encls.build import (
     ecreate,
     eextend,
     einit,
-    ssa_frame_bytes_needed,
-    xsave_size,
 )
 from sgxsim.hw.encls.common import SGX2_LEAVES
 from sgxsim.hw.encls.debug import SGX_TCS_LIMIT, edbgrd, edbgwr
 from sgxsim.hw.encls.invariants import validate_epcm
 from sgxsim.hw.encls.paging import eblock, eldb, eldbc, eldu, elduc, epa, etrack, ewb, mac_header
-from sgxsim.hw.encls.remove import BATCH_FAULT, decode_batch_status, eremove, eremove_batch
+from sgxsim.hw.encls.remove import BATCH_FAULT, BATCH_UD, decode_batch_status, eremove, eremove_batch
 from sgxsim.hw.encls.sgx2 import eaug, eaug_batch, emodpr, emodt
 from sgxsim.hw.encls.svn import eupdatesvn
 
@@ -63,6 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BATCH_FAULT",
+    "BATCH_UD",
     "LEAVES",
     "SGX2_LEAVES",
     "SGX_TCS_LIMIT",

@@ -12,6 +12,7 @@ from sgxsim.hw.arch import (
     PAGE_SHIFT,
     EnclsLeaf,
     Fault,
+    Vector,
     gp0,
 )
 from sgxsim.hw.cpu import LogicalProcessor
@@ -84,7 +85,9 @@ def _batch_begin(m: Machine, cpu: int, leaf: EnclsLeaf) -> tuple[LogicalProcesso
     """Begin ``leaf`` on ``cpu`` and apply the gate Machine.encls_exec applies before a handler."""
     m.encls_begin(cpu, leaf)
     lp = m.cpus[cpu]
-    if lp.inflight_poisoned or lp.in_enclave:
+    if lp.in_enclave:
+        return lp, Fault(Vector.UD)
+    if lp.inflight_poisoned:
         return lp, gp0()
     if leaf in SGX2_LEAVES and not m.config.sgx2:
         return lp, gp0()

@@ -6,8 +6,6 @@ Models: Intel SDM Vol. 3D ch. 38 ENCLS[ECREATE], [EADD], [EEXTEND], [EINIT].
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
-from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,10 +24,13 @@ from sgxsim.hw.arch import (
     EnclsLeaf,
     KeyName,
     LeafResult,
+    Secs,
     SgxStatus,
     Sigstruct,
+    canonical,
     cpusvn_le,
     gp0,
+    ssa_frame_bytes_needed,
 )
 from sgxsim.hw.cpu import LogicalProcessor
 from sgxsim.hw.encls.batching import (
@@ -71,8 +72,6 @@ __all__ = [
     "ecreate",
     "eextend",
     "einit",
-    "ssa_frame_bytes_needed",
-    "xsave_size",
 ]
 
 
@@ -84,64 +83,24 @@ _ATTR_KSS = int(Attributes.KSS)
 _SECS_HEAD = struct.Struct("<QQII")
 #: attributes, xfrm at offset 48.
 _SECS_ATTRS = struct.Struct("<QQ")
-_SECS_ATTRS_OFFSET = 48
-_SECS_CONFIG_ID = slice(192, 256)
+_SECS_ATTRS_OFFSET = Secs.offsetof("attributes")
+_SECS_CONFIG_ID = slice(Secs.offsetof("config_id"), Secs.offsetof("config_id") + 64)
 _SECS_CONFIG_SVN = struct.Struct("<H")
-_SECS_CONFIG_SVN_OFFSET = 260
-#: Reserved byte ranges of a SECS (reserved1..reserved4) as the SDM lays it out.
-_SECS_RESERVED = ((24, 48), (96, 128), (160, 192), (262, 4096))
-#: Largest canonical user/kernel boundary for 48-bit linear addresses.
-_CANONICAL_LOW = 1 << 47
-_CANONICAL_HIGH = (1 << 64) - (1 << 47)
-#: SSA GPR area and MISC region sizes (SDM "State Save Area" §35.9 / ECREATE).
-_GPR_SIZE = 184
-_MISC_EXINFO_SIZE = 16
-#: [MODEL] XSAVE standard-format (offset, size) of each XFRM component above the 576-byte
-#: legacy area + header (CPUID.(0xD, i) values of current Intel parts).
-_XSAVE_COMPONENTS: Mapping[int, tuple[int, int]] = MappingProxyType(
-    {
-        2: (576, 256),  # AVX (YMM_Hi128)
-        3: (960, 64),  # MPX BNDREGS
-        4: (1024, 64),  # MPX BNDCSR
-        5: (1088, 64),  # AVX-512 opmask
-        6: (1152, 512),  # AVX-512 ZMM_Hi256
-        7: (1664, 1024),  # AVX-512 Hi16_ZMM
-        9: (2688, 8),  # PKRU
-        17: (2752, 64),  # AMX TILECFG
-        18: (2816, 8192),  # AMX TILEDATA
-    }
+_SECS_CONFIG_SVN_OFFSET = Secs.offsetof("config_svn")
+#: Reserved byte ranges of a SECS (reserved1..reserved4), from the arch layout.
+_SECS_RESERVED = tuple(
+    (spec.offset, spec.offset + spec.size) for spec in Secs.FIELDS if spec.name.startswith("reserved")
 )
-_XSAVE_LEGACY_AND_HEADER = 512 + 64
-
-
-def xsave_size(xfrm: int) -> int:
-    """Bytes of the XSAVE area for the state components in ``xfrm`` (standard format, [MODEL]).
-
-    Models: SDM ECREATE ``compute_xsave_size(XFRM)`` with the CPUID.(0xD, i) offsets of current
-    Intel parts; x87 and SSE live in the 512-byte legacy area, followed by the 64-byte header.
-    """
-    size = _XSAVE_LEGACY_AND_HEADER
-    for bit, (offset, length) in _XSAVE_COMPONENTS.items():
-        if xfrm >> bit & 1:
-            size = max(size, offset + length)
-    return size
-
-
-def ssa_frame_bytes_needed(xfrm: int, miscselect: int) -> int:
-    """Bytes one SSA frame needs: XSAVE(XFRM) + MISC region + GPRSGX (184).
-
-    Models: SDM ECREATE ``TMP_XSIZE`` (§35.9.2 SSA frame size).
-    """
-    return xsave_size(xfrm) + (_MISC_EXINFO_SIZE if miscselect & 1 else 0) + _GPR_SIZE
 
 
 def _xfrm_legal(xfrm: int, supported: int) -> bool:
-    """[MODEL] XCR0 legality: supported bits only; MPX both-or-neither; AVX-512 all-or-none on AVX."""
+    """[MODEL] XCR0 legality: supported bits only; MPX both-or-neither; AVX-512 all-or-none on AVX;
+    AMX TILECFG and TILEDATA both-or-neither (SDM XSETBV #GP rules)."""
     if xfrm & ~supported:
         return False
     if xfrm >> 2 & 1 and not xfrm >> 1 & 1:
         return False
-    if (xfrm >> 3 & 1) != (xfrm >> 4 & 1):
+    if (xfrm >> 3 & 1) != (xfrm >> 4 & 1) or (xfrm >> 17 & 1) != (xfrm >> 18 & 1):
         return False
     avx512 = xfrm >> 5 & 0x7
     return not (avx512 and (avx512 != 0x7 or not xfrm >> 2 & 1))
@@ -190,7 +149,7 @@ def ecreate(m: Machine, lp: LogicalProcessor, rbx: int, rcx: int, rdx: int) -> L
         return gp0()
     mode64 = bool(attributes & _ATTR_MODE64BIT)
     if mode64:
-        if _CANONICAL_LOW <= base < _CANONICAL_HIGH:
+        if not canonical(base):
             return gp0()
         if size >= 1 << cfg.max_enclave_size_64_log2:
             return gp0()

@@ -15,6 +15,7 @@ from sgxsim.hw.arch import (
     PageType,
     PfError,
     SgxStatus,
+    Tcs,
     pf,
 )
 from sgxsim.hw.epc import Epc, Epcm, SecsState
@@ -40,7 +41,7 @@ _PT_SS_REST = int(PageType.PT_SS_REST)
 _SUCCESS = SgxStatus.SUCCESS
 #: [MODEL] Error code of a #PF an ENCLS EPCM check raises: present + SGX (bit 15).
 _PF_EPCM = int(PfError.P | PfError.SGX)
-_TCS_FLAGS_OFFSET = 8
+_TCS_FLAGS_OFFSET = Tcs.offsetof("flags")
 _ATTR_DEBUG = int(Attributes.DEBUG)
 _PAGEINFO = struct.Struct("<QQQQ")
 _SECINFO_FLAGS = struct.Struct("<Q")

@@ -14,8 +14,10 @@ import numpy.typing as npt
 from sgxsim.errors import InvalidArgument, ModelInvariantError
 from sgxsim.hw.arch import (
     EnclsLeaf,
+    Fault,
     LeafResult,
     SgxStatus,
+    Vector,
     gp0,
 )
 from sgxsim.hw.cpu import LogicalProcessor
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BATCH_FAULT",
+    "BATCH_UD",
     "decode_batch_status",
     "eremove",
     "eremove_batch",
@@ -55,6 +58,8 @@ __all__ = [
 
 #: Value :func:`eremove_batch` stores for a page whose EREMOVE raised a fault.
 BATCH_FAULT = -1
+#: Value :func:`eremove_batch` stores for every page of a batch issued in enclave mode (#UD).
+BATCH_UD = -2
 
 
 def _remove_page(m: Machine, idx: int) -> None:
@@ -131,7 +136,7 @@ def eremove_batch(m: Machine, cpu: int, epc_phys: npt.NDArray[np.integer]) -> np
     lp, gate = _batch_begin(m, cpu, leaf)
     try:
         if gate is not None:
-            out[:] = BATCH_FAULT
+            out[:] = BATCH_UD if gate.vector == Vector.UD else BATCH_FAULT
             _batch_account(m, lp, leaf, n, 0)
             return out
         _eremove_batch_body(m, arr, out)
@@ -209,10 +214,13 @@ def decode_batch_status(m: Machine, phys: int, status: int) -> LeafResult:
 
     Non-negative values are :class:`SgxStatus` codes; :data:`BATCH_FAULT` is #PF(phys) when
     ``phys`` is page-aligned but not EPC, and #GP(0) otherwise (misaligned, or the whole batch
-    was refused: begun while EUPDATESVN was in flight, or in enclave mode).
+    was refused because it began while EUPDATESVN was in flight); :data:`BATCH_UD` is the #UD of a
+    batch issued in enclave mode.
     """
     if status >= 0:
         return SgxStatus(status)
+    if status == BATCH_UD:
+        return Fault(Vector.UD)
     if status != BATCH_FAULT:
         raise InvalidArgument(f"not an eremove_batch status: {status!r}")
     if not phys & _PAGE_MASK and m.epc.index_of(phys) is None:

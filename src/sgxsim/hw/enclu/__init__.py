@@ -56,14 +56,20 @@ is retried. An EENTER while frames are suspended (CSSA > 0) starts a fresh run i
 the exception-handler entry the selftests use. EEXIT unwinds the program and returns to the
 caller.
 
+**AEX-Notify.** When TCS.FLAGS.AEXNOTIFY is set and the enclave set SSA[CSSA-1].GPRSGX.AEXNOTIFY
+(bit 0 of GPRSGX byte 167), ERESUME does not resume: it delivers the notification by entering as
+EENTER would (frame CSSA, RIP = OENTRY, RAX = CSSA); the interrupted continuation stays suspended.
+``EnclaveContext.edeccssa`` (ENCLU[EDECCSSA]) makes frame CSSA-1 current again without leaving;
+like the hardware it restores nothing, and a later AEX into that frame discards the old
+continuation.
+
 Differs: RSP/RBP, FS/GS, XSAVE state, debug and performance-monitoring effects are not modelled
 (SSA.U_RSP/U_RBP are not written); RIP is the address of the running program image; an
 exception handler that edits SSA.RIP does not redirect a suspended continuation (a frame without
-continuation, e.g. after kexec, restarts the program image at SSA.RIP); AEX-Notify is not
-modelled (ERESUME always resumes); the processor is in 64-bit mode with CR4.OSXSAVE=1 and
-XCR0 = every supported XFRM bit. A Python exception escaping enclave code is a bug in the model
-input: the processor takes an AEX with #UD (keeping the machine consistent) and ``execute``
-raises :class:`~sgxsim.errors.InvalidArgument` chained to it.
+continuation, e.g. after kexec, restarts the program image at SSA.RIP); the processor is in
+64-bit mode with CR4.OSXSAVE=1 and XCR0 = every supported XFRM bit. A Python exception escaping
+enclave code is a bug in the model input: the processor takes an AEX with #UD (keeping the
+machine consistent) and ``execute`` raises :class:`~sgxsim.errors.InvalidArgument` chained to it.
 """
 
 from __future__ import annotations

@@ -10,15 +10,18 @@ from typing import TYPE_CHECKING
 from sgxsim.errors import InvalidArgument
 from sgxsim.hw.arch import (
     PAGE_SIZE,
+    SGX_SSA_GPRS_SIZE,
     Fault,
     PageType,
     PfError,
     pf,
+    xsave_size,
 )
-from sgxsim.hw.enclu.common import _PAGE_MASK
+from sgxsim.hw.enclu.common import _PAGE_MASK, _U64
 
 if TYPE_CHECKING:
     from sgxsim.hw.cpu import LogicalProcessor, PageTable
+    from sgxsim.hw.epc import SecsState
     from sgxsim.hw.machine import Machine
 
 __all__: list[str] = []
@@ -123,3 +126,31 @@ def _operand_page(m: Machine, lp: LogicalProcessor, la: int, access: int, need: 
     ):
         return _sgx_pf(la, access)
     return idx
+
+
+def _ssa_frame(
+    m: Machine, pt: PageTable, state: SecsState, ossa: int, frame: int, secs: int
+) -> tuple[int, int] | Fault:
+    """Check SSA frame ``frame`` of a TCS; (EPC index, offset) of its GPRSGX area, or the #PF.
+
+    Models: the SSA checks EENTER, ERESUME and EDECCSSA share: every page of the XSAVE area
+    (``xsave_size(XFRM)`` bytes from the frame base) and the page holding GPRSGX (the last 184
+    bytes of the frame) must be valid, unblocked, RW PT_REG pages of the enclave at their address.
+    """
+    sfs = state.ssa_frame_size * PAGE_SIZE
+    ssa_la = (ossa + state.base + sfs * frame) & _U64
+    page = ssa_la
+    while page < ssa_la + xsave_size(state.xfrm):
+        idx = _epc_page(m, pt, page, _WRITE)
+        if isinstance(idx, Fault):
+            return idx
+        if not _ssa_page_ok(m, idx, page, secs):
+            return _sgx_pf(page, _WRITE)
+        page += PAGE_SIZE
+    gpr_la = (ssa_la + sfs - SGX_SSA_GPRS_SIZE) & _U64
+    gpr_idx = _epc_page(m, pt, gpr_la, _WRITE)
+    if isinstance(gpr_idx, Fault):
+        return gpr_idx
+    if not _ssa_page_ok(m, gpr_idx, gpr_la, secs):
+        return _sgx_pf(gpr_la, _WRITE)
+    return gpr_idx, gpr_la & (PAGE_SIZE - 1)

@@ -21,8 +21,10 @@ from sgxsim.hw.arch import (
     Fault,
     SsaGpr,
     Vector,
+    gp0,
     ssa_exitinfo,
 )
+from sgxsim.hw.enclu.access import _page_table, _ssa_frame
 from sgxsim.hw.enclu.common import (
     _PAGE_MASK,
     _TCS_CSSA_OFF,
@@ -160,6 +162,11 @@ def _aex(ctx: EnclaveContext, fault: Fault | None) -> EnclaveExit:
     _set_tcs_state(m, ctx.tcs_index, TCS_STATE_INACTIVE)
     _leave_enclave(m, lp)
     rec = _thread_record(m, ctx.tcs_index, state.eid, ctx.tcs)
+    stale = rec.frames.get(frame)
+    if stale is not None and stale.glet is not ctx._glet:
+        # EDECCSSA made this frame current again and software did not continue its thread: the
+        # new AEX overwrites the saved state, so the old continuation is gone.
+        _kill(stale.glet)
     rec.frames[frame] = _Frame(ctx._glet, ctx)
     _count(m, lp, "AEX")
     m.clock.charge(lp.id, m.config.latency.aex)
@@ -196,3 +203,20 @@ def _crash_exit(ctx: EnclaveContext) -> EnclaveExit:
     if isinstance(rec, _TcsThread):
         rec.frames = {k: v for k, v in rec.frames.items() if v.ctx is not ctx}
     return event
+
+
+def _edeccssa(ctx: EnclaveContext) -> Fault | None:
+    """Body of EDECCSSA (see :meth:`EnclaveContext.edeccssa`)."""
+    m = ctx.m
+    if not m.config.edeccssa:
+        return gp0()  # an ENCLU leaf the processor does not enumerate
+    cssa = _tcs_cssa(m, ctx.tcs_index)
+    if cssa == 0:
+        return gp0()
+    loc = _ssa_frame(m, _page_table(ctx.lp), ctx.state, ctx.ossa, cssa - 1, ctx.secs_index)
+    if isinstance(loc, Fault):
+        return loc
+    m.epc.write(ctx.tcs_index, _TCS_CSSA_OFF, struct.pack("<I", cssa - 1))
+    ctx.frame = cssa - 1
+    ctx._gpr_loc = loc
+    return None

@@ -36,12 +36,6 @@ _TCS_CSSA_OFF = Tcs.offsetof("cssa")
 _GPR_NAMES = ("rax", "rcx", "rdx", "rbx", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
 
 
-def _canonical(addr: int) -> bool:
-    """True iff a 64-bit linear address is canonical with 48-bit linear addresses."""
-    top = addr >> 47
-    return top == 0 or top == (1 << 17) - 1
-
-
 def _u64(name: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _U64:
         raise InvalidArgument(f"{name} must be an int in [0, 2**64), got {value!r}")

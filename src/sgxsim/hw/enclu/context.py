@@ -22,10 +22,11 @@ from sgxsim.hw.arch import (
     SsaGpr,
     Tcs,
     Vector,
+    canonical,
     gp0,
 )
 from sgxsim.hw.enclu.access import _FETCH, _PERM_BIT, _READ, _WRITE, _page_table, _sgx_pf, _walk
-from sgxsim.hw.enclu.aex import _aex, _EExit
+from sgxsim.hw.enclu.aex import _aex, _edeccssa, _EExit
 from sgxsim.hw.enclu.common import (
     _GPR_NAMES,
     _PAGE_MASK,
@@ -33,7 +34,6 @@ from sgxsim.hw.enclu.common import (
     _U64,
     TCS_STATE_INACTIVE,
     EnclaveExit,
-    _canonical,
     _count,
     _leave_enclave,
     _set_tcs_state,
@@ -208,7 +208,7 @@ class EnclaveContext:
             self._step()
             out: list[tuple[tuple[str, int], int, int]] = []
             fault: Fault | None = None
-            if n and (not _canonical(addr) or not _canonical((addr + n - 1) & _U64) or addr + n > _U64 + 1):
+            if n and (not canonical(addr) or not canonical((addr + n - 1) & _U64) or addr + n > _U64 + 1):
                 fault = gp0()
             a, end = addr, addr + n
             while fault is None and a < end:
@@ -309,7 +309,7 @@ class EnclaveContext:
             if name not in _EEXIT_GPRS:
                 raise InvalidArgument(f"eexit: {name!r} is not a settable GPR ({sorted(_EEXIT_GPRS)})")
             setattr(self, name, _u64(name, value))
-        self._until_ok(lambda: None if _canonical(target) else gp0())
+        self._until_ok(lambda: None if canonical(target) else gp0())
         m, lp = self.m, self.lp
         self.rax, self.rbx, self.rcx = int(EncluLeaf.EEXIT), target, self.aep
         _set_tcs_state(m, self.tcs_index, TCS_STATE_INACTIVE)
@@ -381,6 +381,18 @@ class EnclaveContext:
         status: SgxStatus = self._until_ok(lambda: _eacceptcopy(self, si_la, dst_la, src_la))
         _leaf_done(self, EncluLeaf.EACCEPTCOPY)
         return int(status)
+
+    def edeccssa(self) -> None:
+        """ENCLU[EDECCSSA]: make the previous SSA frame current (TCS.CSSA -= 1) without leaving.
+
+        Models: Intel ISE "Asynchronous Enclave Exit Notify and the EDECCSSA User Leaf Function"
+        (ENCLU leaf 9, enumerated by CPUID.(12H,0).EAX[11]). Outcomes: success (the next AEX saves
+        into the frame that became current); #GP(0) if TCS.CSSA is 0 or the leaf is not supported;
+        #PF if a page of the new current SSA frame is not a valid RW PT_REG page of the enclave
+        (the same checks as EENTER's). Like the hardware, it restores no register from that frame.
+        """
+        self._until_ok(lambda: _edeccssa(self))
+        _leaf_done(self, EncluLeaf.EDECCSSA)
 
     def emodpe(self, secinfo_addr: int, page_addr: int) -> None:
         """ENCLU[EMODPE]: extend the EPCM permissions of the page at ``page_addr``.

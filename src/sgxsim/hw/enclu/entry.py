@@ -5,6 +5,7 @@ Models: Intel SDM Vol. 3D ch. 38 EENTER / ERESUME pseudo-code.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -15,16 +16,21 @@ from sgxsim.errors import InvalidArgument, ModelInvariantError
 from sgxsim.hw.arch import (
     PAGE_SIZE,
     SGX_SSA_GPRS_SIZE,
+    SGX_TCS_AEXNOTIFY,
     SGX_TCS_DBGOPTIN,
+    SGX_TCS_RESERVED_MASK,
+    SSA_GPRSGX_AEXNOTIFY,
     Attributes,
     EncluLeaf,
     Fault,
     PageType,
     SsaGpr,
     Tcs,
+    canonical,
     gp0,
+    xsave_size,
 )
-from sgxsim.hw.enclu.access import _WRITE, _epc_page, _page_table, _sgx_pf, _ssa_page_ok
+from sgxsim.hw.enclu.access import _WRITE, _epc_page, _page_table, _sgx_pf, _ssa_frame
 from sgxsim.hw.enclu.aex import _Crash, _enclave_thread, _kill, _thread_record
 from sgxsim.hw.enclu.common import (
     _GPR_NAMES,
@@ -33,7 +39,7 @@ from sgxsim.hw.enclu.common import (
     _U64,
     TCS_STATE_ACTIVE,
     EnclaveExit,
-    _canonical,
+    _count,
     _set_tcs_state,
     _u64,
 )
@@ -54,32 +60,11 @@ __all__ = [
 
 #: Length of the ENCLU instruction (0F 01 D7): EENTER's RCX output is the address after it.
 ENCLU_INSN_SIZE = 3
-#: TCS.FLAGS bits EENTER/ERESUME accept: DBGOPTIN (bit 0) and AEXNOTIFY (bit 1).
-TCS_FLAGS_AEXNOTIFY = 0x2
-_TCS_FLAGS_ENTRY_RESERVED = 0xFFFF_FFFF_FFFF_FFFC
+#: TCS.FLAGS.AEXNOTIFY (kept under its old name; the one definition is arch.SGX_TCS_AEXNOTIFY).
+TCS_FLAGS_AEXNOTIFY = SGX_TCS_AEXNOTIFY
+#: EENTER/ERESUME's XSAVE frame size: the same function as ECREATE's (one table, in hw.arch).
+xsave_frame_size = xsave_size
 _TCS_AEP_OFF = Tcs.offsetof("aep")
-#: Standard-format XSAVE component (offset, size) for XFRM bits >= 2 (CPUID.(0xD, i)).
-_XSAVE_COMPONENTS: dict[int, tuple[int, int]] = {
-    2: (576, 256),  # AVX
-    3: (960, 64),  # MPX BNDREGS
-    4: (1024, 64),  # MPX BNDCSR
-    5: (1088, 64),  # AVX-512 opmask
-    6: (1152, 512),  # ZMM_Hi256
-    7: (1664, 1024),  # Hi16_ZMM
-    9: (2688, 8),  # PKRU
-}
-
-
-def xsave_frame_size(xfrm: int) -> int:
-    """Size of the standard-format XSAVE area for ``xfrm`` (legacy 512 + header 64 + components).
-
-    Models: SDM EENTER/ERESUME ``compute_XSAVE_frame_size`` (which SSA pages must be checked).
-    """
-    size = 576
-    for bit, (off, n) in _XSAVE_COMPONENTS.items():
-        if xfrm >> bit & 1:
-            size = max(size, off + n)
-    return size
 
 
 @dataclass(frozen=True)
@@ -91,6 +76,8 @@ class _Entry:
     frame: int
     gpr_loc: tuple[int, int]
     target: int
+    #: ERESUME delivering an AEX notification (entered as EENTER: frame = CSSA, RIP = OENTRY).
+    notify: bool = False
 
 
 def _entry_checks(m: Machine, lp: LogicalProcessor, rbx: int, rcx: int, resume: bool) -> _Entry | Fault:
@@ -106,7 +93,7 @@ def _entry_checks(m: Machine, lp: LogicalProcessor, rbx: int, rcx: int, resume: 
     tcs_index = _epc_page(m, pt, rbx, _WRITE)
     if isinstance(tcs_index, Fault):
         return tcs_index
-    if not _canonical(rcx):
+    if not canonical(rcx):
         return gp0()
     e = m.epc.epcm
     if not e.valid[tcs_index] or e.blocked[tcs_index]:
@@ -122,7 +109,7 @@ def _entry_checks(m: Machine, lp: LogicalProcessor, rbx: int, rcx: int, resume: 
     state = m.epc.secs_state.get(secs_index)
     if state is None:
         raise ModelInvariantError(f"valid TCS page {tcs_index} has no SECS state (SECS {secs_index})")
-    if tcs.flags & _TCS_FLAGS_ENTRY_RESERVED:
+    if tcs.flags & SGX_TCS_RESERVED_MASK:
         return gp0()
     if not state.initialized:
         return gp0()
@@ -131,7 +118,7 @@ def _entry_checks(m: Machine, lp: LogicalProcessor, rbx: int, rcx: int, resume: 
     xcr0 = m.config.xfrm_supported | 0x3
     if state.xfrm & xcr0 != state.xfrm:
         return gp0()
-    if not tcs.flags & SGX_TCS_DBGOPTIN and bool(tcs.flags & TCS_FLAGS_AEXNOTIFY) != bool(
+    if not tcs.flags & SGX_TCS_DBGOPTIN and bool(tcs.flags & SGX_TCS_AEXNOTIFY) != bool(
         state.attributes & Attributes.AEXNOTIFY
     ):
         return gp0()
@@ -143,31 +130,22 @@ def _entry_checks(m: Machine, lp: LogicalProcessor, rbx: int, rcx: int, resume: 
         if tcs.cssa >= tcs.nssa:
             return gp0()
         frame = tcs.cssa
-    sfs = state.ssa_frame_size * PAGE_SIZE
-    ssa_la = (tcs.ossa + state.base + sfs * frame) & _U64
-    page = ssa_la
-    while page < ssa_la + xsave_frame_size(state.xfrm):
-        idx = _epc_page(m, pt, page, _WRITE)
-        if isinstance(idx, Fault):
-            return idx
-        if not _ssa_page_ok(m, idx, page, secs_index):
-            return _sgx_pf(page, _WRITE)
-        page += PAGE_SIZE
-    gpr_la = (ssa_la + sfs - SGX_SSA_GPRS_SIZE) & _U64
-    gpr_idx = _epc_page(m, pt, gpr_la, _WRITE)
-    if isinstance(gpr_idx, Fault):
-        return gpr_idx
-    if not _ssa_page_ok(m, gpr_idx, gpr_la, secs_index):
-        return _sgx_pf(gpr_la, _WRITE)
-    gpr_off = gpr_la & (PAGE_SIZE - 1)
+    loc = _ssa_frame(m, pt, state, tcs.ossa, frame, secs_index)
+    if isinstance(loc, Fault):
+        return loc
+    gpr_idx, gpr_off = loc
     if resume:
         gpr = SsaGpr.unpack(m.epc.read(gpr_idx, gpr_off, SGX_SSA_GPRS_SIZE))
+        if tcs.flags & SGX_TCS_AEXNOTIFY and gpr.reserved & SSA_GPRSGX_AEXNOTIFY:
+            # AEX-Notify: ERESUME delivers the notification by entering as EENTER would.
+            entered = _entry_checks(m, lp, rbx, rcx, resume=False)
+            return entered if isinstance(entered, Fault) else dataclasses.replace(entered, notify=True)
         target, fsbase, gsbase = gpr.rip, gpr.fsbase, gpr.gsbase
     else:
         target = (tcs.oentry + state.base) & _U64
         fsbase = (tcs.ofsbase + state.base) & _U64
         gsbase = (tcs.ogsbase + state.base) & _U64
-    if not _canonical(target) or not _canonical(fsbase) or not _canonical(gsbase):
+    if not canonical(target) or not canonical(fsbase) or not canonical(gsbase):
         return gp0()
     if tcs.state == TCS_STATE_ACTIVE:
         return gp0()
@@ -216,6 +194,9 @@ def execute(
     entry = _entry_checks(m, lp, rbx, rcx, resume)
     if isinstance(entry, Fault):
         return entry
+    if entry.notify:
+        resume = False  # AEX-Notify: the interrupted frame stays suspended; a fresh entry runs
+        _count(m, lp, "AEX-NOTIFY")
     state = entry.state
     # Enter enclave mode: CR_ACTIVE_SECS, CR_TCS_PA, TCS.STATE := ACTIVE, CR_TCS_LA.AEP := RCX.
     lp.active_secs = entry.secs_index
