@@ -16,7 +16,7 @@ from sgxsim.hw.arch import SgxStatus
 from sgxsim.rand import Rng
 from sgxsim.sim.explore import Violation, explore, replay
 from sgxsim.sim.sched import DeterministicScheduler, RandomWalk
-from sgxsim.sim.svn_explore import (
+from sgxsim.sim.svn import (
     SCENARIOS,
     EnclaveKit,
     SvnWorld,

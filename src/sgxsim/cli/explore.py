@@ -3,7 +3,7 @@
 ``sgxsim explore SCENARIO --schedules N [--seed S] [--strategy random|pct|both] [--as-posted]
 [--json] [--out DIR]``; ``sgxsim explore --list``; ``sgxsim explore --replay FILE``.
 
-SCENARIO is a builtin name (:data:`sgxsim.sim.svn_explore.SCENARIOS`, ``NAME@as-posted`` for
+SCENARIO is a builtin name (:data:`sgxsim.sim.svn.SCENARIOS`, ``NAME@as-posted`` for
 the posting's defects) or a scenario TOML file, mapped by its machine options:
 ``svn_update_policy = "rfc-v2-teardown"`` -> ``success`` (``vepc-skip`` / ``vepc-zap`` by
 ``vepc`` when the file declares VMs); ``"explicit-trigger"`` -> ``trigger-destructive`` /
@@ -29,7 +29,7 @@ import click
 from sgxsim.errors import SgxSimError
 from sgxsim.kernel.policy import SvnPolicy
 from sgxsim.sim.explore import STRATEGIES, Violation, explore, format_violation, replay
-from sgxsim.sim.svn_explore import AS_POSTED_SUFFIX, SCENARIOS, svn_program
+from sgxsim.sim.svn import AS_POSTED_SUFFIX, SCENARIOS, svn_program
 
 __all__ = ["explore_cmd", "program_for_toml"]
 
