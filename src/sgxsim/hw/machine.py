@@ -452,6 +452,17 @@ class Machine:
 
     # -- CPUID --------------------------------------------------------------------
 
+    def __repr__(self) -> str:
+        cfg = self.config
+        snap = self.cr_cpusvn
+        cpusvn = snap.hex() if snap is not None else f"{self.min_loaded_svn().hex()} (no snapshot yet)"
+        return (
+            f"Machine(sockets={cfg.sockets}, cpus={len(self.cpus)}, "
+            f"epc={self.epc.npages * PAGE_SIZE >> 20} MiB in {len(self.epc.sections)} section(s), "
+            f"enclaves={len(self.epc.secs_state)}, cpusvn={cpusvn}, "
+            f"sgx2={cfg.sgx2}, eupdatesvn={cfg.eupdatesvn})"
+        )
+
     def cpuid(self, leaf: int, subleaf: int = 0) -> tuple[int, int, int, int]:
         """CPUID leaf 0x12 (other leaves return zeros): (EAX, EBX, ECX, EDX).
 

@@ -44,6 +44,13 @@ def _as_addr_array(name: str, value: object) -> I64Array:
 
 def _indices_of(epc: Epc, phys: I64Array) -> tuple[I64Array, BoolArray]:
     """Vectorized :meth:`Epc.index_of`: (global page indices, in-EPC mask); -1 where not EPC."""
+    if phys.size:
+        lo, hi = int(phys.min()), int(phys.max())
+        for s in epc.sections:
+            if s.base <= lo and hi < s.end:  # every address in one section (the usual batch)
+                idx = (phys - s.base) >> PAGE_SHIFT
+                idx += s.first_page
+                return idx, np.ones(phys.shape, dtype=np.bool_)
     order = sorted(epc.sections, key=lambda s: s.base)
     bases = np.array([s.base for s in order], dtype=np.int64)
     ends = np.array([s.end for s in order], dtype=np.int64)
@@ -75,6 +82,9 @@ def _first_occurrence(idx: I64Array, eligible: BoolArray) -> BoolArray:
     sub = idx[pos]
     if sub.size < 2 or bool(np.all(sub[1:] > sub[:-1])):
         return eligible.copy()  # strictly increasing: no repeats (the common, sorted case)
+    ordered = np.sort(sub)  # unstable and ~10x cheaper than unique's stable argsort
+    if not bool(np.any(ordered[1:] == ordered[:-1])):
+        return eligible.copy()  # shuffled but without repeats
     first = np.zeros(idx.shape, dtype=np.bool_)
     _, where = np.unique(sub, return_index=True)
     first[pos[where]] = True

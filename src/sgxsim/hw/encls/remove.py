@@ -22,6 +22,7 @@ from sgxsim.hw.arch import (
 )
 from sgxsim.hw.cpu import LogicalProcessor
 from sgxsim.hw.encls.batching import (
+    BoolArray,
     I64Array,
     _as_addr_array,
     _batch_account,
@@ -150,13 +151,28 @@ def _eremove_batch_body(m: Machine, arr: I64Array, out: npt.NDArray[np.int32]) -
     epc = m.epc
     e = epc.epcm
     idx, in_epc = _indices_of(epc, arr)
-    aligned = (arr & _PAGE_MASK) == 0
-    ok = aligned & in_epc
-    out[~ok] = BATCH_FAULT
-    safe = np.where(ok, idx, 0)
+    misaligned = arr & _PAGE_MASK
+    ok = in_epc & (misaligned == 0) if misaligned.any() else in_epc
+    all_ok = bool(ok.all())
+    if all_ok:
+        safe = idx
+    else:
+        out[~ok] = BATCH_FAULT
+        safe = np.where(ok, idx, 0)
+    # Gathered once and shared with the vector path.
+    valid = e.valid[safe]
+    pt = e.pt[safe]
     # Entries taking the one-page path, in order: valid SECS pages and repeats of an index.
-    special = ok & ~_first_occurrence(idx, ok)
-    special |= ok & e.valid[safe] & (e.pt[safe] == _PT_SECS)
+    special = valid & (pt == _PT_SECS)
+    increasing = arr.size < 2 or bool(np.all(idx[1:] > idx[:-1]))
+    if not increasing:
+        special |= ~_first_occurrence(idx, ok)
+    if not all_ok:
+        special &= ok
+    if all_ok and not special.any():
+        # The common case (Linux tears an enclave down child page by child page): one segment.
+        _eremove_vector(m, idx, None, out, valid, pt, contiguous=increasing and _is_range(idx))
+        return
     plain = ok & ~special
     bounds = [0, *(np.flatnonzero(special) + 1).tolist()]
     if bounds[-1] != arr.size:
@@ -165,29 +181,47 @@ def _eremove_batch_body(m: Machine, arr: I64Array, out: npt.NDArray[np.int32]) -
         seg_stop = stop - 1 if special[stop - 1] else stop
         seg = np.flatnonzero(plain[start:seg_stop]) + start
         if seg.size:
-            _eremove_vector(m, idx[seg], seg, out)
+            _eremove_vector(m, idx[seg], seg, out, valid[seg], pt[seg])
         if seg_stop != stop:
             out[stop - 1] = int(_eremove_index(m, int(idx[stop - 1])))
 
 
-def _eremove_vector(m: Machine, ids: I64Array, pos: I64Array, out: npt.NDArray[np.int32]) -> None:
-    """EREMOVE distinct non-SECS pages ``ids`` (batch positions ``pos``) with numpy."""
+def _is_range(ids: I64Array) -> bool:
+    """True iff strictly increasing ``ids`` are consecutive (a slice can stand for them)."""
+    return ids.size > 0 and int(ids[-1]) - int(ids[0]) == ids.size - 1
+
+
+def _eremove_vector(
+    m: Machine,
+    ids: I64Array,
+    pos: I64Array | None,
+    out: npt.NDArray[np.int32],
+    valid: BoolArray,
+    pt: npt.NDArray[np.uint8],
+    *,
+    contiguous: bool = False,
+) -> None:
+    """EREMOVE distinct non-SECS pages ``ids`` (batch positions ``pos``; None = all) with numpy.
+
+    ``valid`` and ``pt`` are the EPCM fields already gathered at ``ids``; ``contiguous`` says the
+    ids are one increasing run, so the EPCM is cleared through a slice instead of an index array.
+    ``out`` holds SUCCESS (0) at ``pos`` on entry.
+    """
     e = m.epc.epcm
-    valid = e.valid[ids]
-    pt = e.pt[ids]
     is_va = valid & (pt == _PT_VA)
     child = valid & ~is_va
-    quiet_trim = child & (pt == _PT_TRIM) & ~e.modified[ids]
+    owner_all = e.secs[ids]
     active_secs = [k for k, st in m.epc.secs_state.items() if st.inside]
-    busy = child & ~quiet_trim
+    removed_child = child
+    gone_mask = valid
     if active_secs:
-        busy &= np.isin(e.secs[ids], np.array(active_secs, dtype=np.int32))
-    else:
-        busy[:] = False
-    out[pos[busy]] = int(SgxStatus.SGX_ENCLAVE_ACT)
-    out[pos[~busy]] = int(_SUCCESS)
-    removed_child = child & ~busy
-    owner_of = e.secs[ids[removed_child]]
+        quiet_trim = child & (pt == _PT_TRIM) & ~e.modified[ids]
+        busy = child & ~quiet_trim & np.isin(owner_all, np.array(active_secs, dtype=np.int32))
+        if busy.any():
+            out[busy.nonzero()[0] if pos is None else pos[busy]] = int(SgxStatus.SGX_ENCLAVE_ACT)
+            removed_child = child & ~busy
+            gone_mask = valid & ~busy
+    owner_of = owner_all[removed_child]
     if owner_of.size and owner_of.min() == owner_of.max():  # one enclave: no sort needed
         owners, counts = owner_of[:1], np.array([owner_of.size])
     else:
@@ -197,16 +231,19 @@ def _eremove_vector(m: Machine, ids: I64Array, pos: I64Array, out: npt.NDArray[n
         if state is None:
             raise ModelInvariantError(f"EPC pages are children of {owner}, which has no SECS state")
         state.child_count -= int(count)
-    gone = ids[is_va | removed_child]
-    if gone.size:
-        for name in Epcm.__slots__:
-            if name != "npages":
-                getattr(e, name)[gone] = 0
-        _drop_contents(m.epc, gone)
-        if m.tcs_threads:
-            for k in gone.tolist():
-                if k in m.tcs_threads:
-                    drop_tcs_threads(m, k)
+    every = bool(gone_mask.all())
+    gone = ids if every else ids[gone_mask]
+    if not gone.size:
+        return
+    where: I64Array | slice = slice(int(ids[0]), int(ids[-1]) + 1) if every and contiguous else gone
+    for name in Epcm.__slots__:
+        if name != "npages":
+            getattr(e, name)[where] = 0
+    _drop_contents(m.epc, gone)
+    if m.tcs_threads:
+        keys = np.fromiter(m.tcs_threads.keys(), dtype=np.int64, count=len(m.tcs_threads))
+        for k in keys[np.isin(keys, gone)].tolist():
+            drop_tcs_threads(m, k)
 
 
 def decode_batch_status(m: Machine, phys: int, status: int) -> LeafResult:
