@@ -1,14 +1,13 @@
 """The misc devices /dev/sgx_enclave and /dev/sgx_provision: open, release, mmap, ioctl.
 
 Models: arch/x86/kernel/cpu/sgx/driver.c (sgx_open, sgx_release, sgx_mmap,
-sgx_get_unmapped_area, sgx_drv_init with the reserved masks from CPUID) and main.c
-(sgx_provision_fops, sgx_set_attribute); Linux 6.19's SGX usage count (sgx_inc_usage_count on
-open, dropped when the enclave is released).
+sgx_get_unmapped_area, sgx_drv_init with the reserved masks from CPUID); Linux 6.19's SGX usage
+count (sgx_inc_usage_count on open, dropped when the enclave is released). The main.c part for
+/dev/sgx_provision lives in :mod:`sgxsim.kernel.provision` (re-exported here).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sgxsim.hw.arch import (
@@ -16,37 +15,38 @@ from sgxsim.hw.arch import (
     SGX_ATTR_RESERVED_MASK,
     SGX_CPUID,
     SGX_MISC_RESERVED_MASK,
-    Attributes,
 )
 from sgxsim.kernel import encl as em
 from sgxsim.kernel import uapi as U  # noqa: N812
+from sgxsim.kernel.fs import File, FileOperations, MiscDevice
 from sgxsim.kernel.ioctl import sgx_ioctl
-from sgxsim.kernel.process import VM_DONTDUMP, VM_DONTEXPAND, VM_IO, VM_PFNMAP, File, FileOperations, Vma
+from sgxsim.kernel.mm import VM_DONTDUMP, VM_DONTEXPAND, VM_IO, VM_PFNMAP, Vma
+from sgxsim.kernel.provision import (
+    SGX_PROVISION_FOPS,
+    SGX_PROVISION_PATH,
+    SgxProvisionFops,
+    register_provision,
+    sgx_set_attribute,
+)
 
 if TYPE_CHECKING:
     from sgxsim.kernel.main import Kernel
 
 __all__ = [
     "SGX_ENCLAVE_PATH",
+    "SGX_ENCL_FOPS",
+    "SGX_PROVISION_FOPS",
     "SGX_PROVISION_PATH",
     "MiscDevice",
     "SgxEnclaveFops",
     "SgxProvisionFops",
+    "register_provision",
     "sgx_drv_init",
     "sgx_set_attribute",
 ]
 
 SGX_ENCLAVE_PATH = "/dev/sgx_enclave"
-SGX_PROVISION_PATH = "/dev/sgx_provision"
 _U64 = (1 << 64) - 1
-
-
-@dataclass(frozen=True)
-class MiscDevice:
-    """``struct miscdevice``: a /dev node and its file operations."""
-
-    name: str
-    fops: FileOperations
 
 
 class SgxEnclaveFops(FileOperations):
@@ -111,33 +111,8 @@ class SgxEnclaveFops(FileOperations):
         return None
 
 
-class SgxProvisionFops(FileOperations):
-    """``sgx_provision_fops``: no operations; the open file is a capability token."""
-
-    name = "sgx_provision_fops"
-
-
-#: Stateless operation tables.
+#: Stateless operation table.
 SGX_ENCL_FOPS = SgxEnclaveFops()
-SGX_PROVISION_FOPS = SgxProvisionFops()
-
-
-def sgx_set_attribute(k: Kernel, allowed_attributes: int, attribute_fd: int) -> tuple[int, int]:
-    """Allow an attribute given an fd of its device: only /dev/sgx_provision -> PROVISIONKEY.
-
-    Models: main.c sgx_set_attribute(). Outcomes: (0, mask | PROVISIONKEY) or (-EINVAL, mask)
-    for a closed fd or a file that is not /dev/sgx_provision.
-    """
-    proc = k.current_proc
-    file = proc.fds.get(attribute_fd) if proc is not None else None
-    if file is None or file.f_op is not SGX_PROVISION_FOPS:
-        return -U.EINVAL, allowed_attributes
-    return 0, allowed_attributes | int(Attributes.PROVISIONKEY)
-
-
-def register_provision(k: Kernel) -> None:
-    """Models: main.c sgx_init() misc_register(&sgx_dev_provision)."""
-    k.misc_devices[SGX_PROVISION_PATH] = MiscDevice("sgx_provision", SGX_PROVISION_FOPS)
 
 
 def sgx_drv_init(k: Kernel) -> int:

@@ -31,19 +31,19 @@ import numpy.typing as npt
 
 from sgxsim.hw.arch import PAGE_SHIFT, PAGE_SIZE, PageType, SecinfoFlags
 from sgxsim.kernel import encls as E  # noqa: N812
+from sgxsim.kernel.fs import ShmemFile
 from sgxsim.kernel.locking import Kref, Mutex, SpinLock, Srcu, cond_resched
-from sgxsim.kernel.main import EpcOwner
-from sgxsim.kernel.process import (
+from sgxsim.kernel.mm import (
     VM_EXEC,
     VM_FAULT_NOPAGE,
     VM_FAULT_SIGBUS,
     VM_READ,
     VM_WRITE,
     Mm,
-    ShmemFile,
     Vma,
     VmFault,
 )
+from sgxsim.kernel.sgx import SGX_EPC_PAGE_RECLAIMER_TRACKED, EpcOwner
 from sgxsim.kernel.uapi import EACCES, EBUSY, EFAULT, EIO, READ_IMPLIES_EXEC
 
 if TYPE_CHECKING:
@@ -78,6 +78,14 @@ SGX_ENCL_INITIALIZED = 1 << 3
 #: [MODEL] The enclave lost its EPC to an SVN update's zap (fixed default; the RFC as posted has
 #: no such state): ioctls fail with -EIO, faults SIGBUS, entries fault.
 SGX_ENCL_DEAD = 1 << 4
+
+_ENCL_FLAG_NAMES = (
+    (SGX_ENCL_IOCTL, "IOCTL"),
+    (SGX_ENCL_DEBUG, "DEBUG"),
+    (SGX_ENCL_CREATED, "CREATED"),
+    (SGX_ENCL_INITIALIZED, "INITIALIZED"),
+    (SGX_ENCL_DEAD, "DEAD"),
+)
 
 #: encl.h: desc bits 11:3 hold the VA slot offset while evicted; bit 3 flags reclaim in progress.
 SGX_ENCL_PAGE_VA_OFFSET_MASK = 0xFF8
@@ -365,7 +373,12 @@ class SgxEncl:
         k.enclaves[self.id] = self
 
     def __repr__(self) -> str:
-        return f"SgxEncl(id={self.id}, base={self.base:#x}, size={self.size:#x}, flags={self.flags:#x})"
+        names = [n for bit, n in _ENCL_FLAG_NAMES if self.flags & bit] or ["-"]
+        secs = "evicted" if self.secs_epc < 0 else f"{self.secs_epc}"
+        return (
+            f"<SgxEncl id={self.id} base={self.base:#x} size={self.size:#x} flags={'|'.join(names)} "
+            f"pages={self.pages.count} resident={self.secs_child_cnt} secs={secs} va={len(self.va_pages)}>"
+        )
 
     @property
     def base_pfn(self) -> int:
@@ -1236,8 +1249,6 @@ def _release_resident_batch(k: Kernel, encl: SgxEncl) -> None:
     """The resident-page loop of sgx_encl_release for the single-task case, vectorized per
     page-array chunk: the same pages leave the active list, are EREMOVEd and freed in the same
     order, and count out of ``secs_child_cnt`` (no page can be isolated by a reclaimer here)."""
-    from sgxsim.kernel.main import SGX_EPC_PAGE_RECLAIMER_TRACKED
-
     found: list[npt.NDArray[np.int64]] = []
     for key in sorted(encl.pages.chunks):
         c = encl.pages.chunks[key]

@@ -55,21 +55,22 @@ from sgxsim.kernel.encl import (
     write_pageinfo,
     write_secinfo,
 )
-from sgxsim.kernel.main import SGX_NR_LOW_PAGES, EpcOwner
-from sgxsim.kernel.process import (
+from sgxsim.kernel.fs import ShmemFile
+from sgxsim.kernel.mm import (
     VM_MAYEXEC,
     VM_READ,
     VM_WRITE,
-    ShmemFile,
     copy_from_user,
     copy_to_user,
     get_user_page,
     get_user_pages_read,
 )
+from sgxsim.kernel.provision import sgx_set_attribute
+from sgxsim.kernel.sgx import SGX_NR_LOW_PAGES, EpcOwner
 
 if TYPE_CHECKING:
+    from sgxsim.kernel.fs import File
     from sgxsim.kernel.main import Kernel
-    from sgxsim.kernel.process import File
 
 __all__ = [
     "SGX_EEXTEND_BLOCK_SIZE",
@@ -636,8 +637,6 @@ def sgx_ioc_enclave_init(k: Kernel, encl: SgxEncl, arg: int) -> int:
 def sgx_ioc_enclave_provision(k: Kernel, encl: SgxEncl, arg: int) -> int:
     """Models: ioctl.c sgx_ioc_enclave_provision(): copy (-EFAULT); sgx_set_attribute (the fd must
     be an open /dev/sgx_provision, else -EINVAL) adds PROVISIONKEY to the allowed attributes."""
-    from sgxsim.kernel.driver import sgx_set_attribute
-
     raw = copy_from_user(k, arg, 8)
     if raw is None:
         return -U.EFAULT

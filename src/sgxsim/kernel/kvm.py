@@ -71,8 +71,10 @@ from sgxsim.hw.machine import MachineConfig
 from sgxsim.kernel import uapi as U  # noqa: N812
 from sgxsim.kernel import virt
 from sgxsim.kernel.guest import GuestMachine, Vcpu
+from sgxsim.kernel.locking import NullScheduler
 from sgxsim.kernel.main import Kernel, KernelConfig
-from sgxsim.kernel.process import FIXED, Process, _fault_in
+from sgxsim.kernel.mm import FIXED, _fault_in
+from sgxsim.kernel.syscalls import Process
 
 if TYPE_CHECKING:
     from sgxsim.kernel.locking import SchedulerHooks
@@ -517,8 +519,6 @@ class Vm:
         Differs: vCPUs are not pinned to host CPUs here, so the host's IPI code kicks them
         explicitly; the wait uses the guest kernel's IPI wait queue (its vDSO exit path wakes it).
         """
-        from sgxsim.kernel.locking import NullScheduler
-
         targets = [lp for lp in self.machine.cpus if lp.in_enclave]
         for lp in targets:
             lp.pending_interrupt = True

@@ -27,8 +27,6 @@ no injection path exists yet.
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,8 +42,13 @@ from sgxsim.hw.arch import (
     SGX_CPUID_EPC_MASK,
     SGX_CPUID_EPC_SECTION,
     SGX_MAX_EPC_SECTIONS,
+    PageType,
+    SgxStatus,
     sgx_calc_section_metric,
 )
+from sgxsim.hw.machine import Machine
+from sgxsim.kernel import driver, virt
+from sgxsim.kernel import encl as em
 from sgxsim.kernel import encls as E  # noqa: N812
 from sgxsim.kernel.locking import (
     AtomicInt,
@@ -58,14 +61,31 @@ from sgxsim.kernel.locking import (
     cond_resched,
 )
 from sgxsim.kernel.printk import KernelLog
+from sgxsim.kernel.provision import register_provision
+from sgxsim.kernel.sgx import (
+    SGX_EPC_PAGE_GUEST,
+    SGX_EPC_PAGE_IN_RELEASE,
+    SGX_EPC_PAGE_IS_FREE,
+    SGX_EPC_PAGE_LEAKED,
+    SGX_EPC_PAGE_POISON,
+    SGX_EPC_PAGE_RECLAIMER_TRACKED,
+    SGX_EPC_PAGE_VA,
+    SGX_EPC_PAGE_ZAP_TRACKED,
+    SGX_NR_HIGH_PAGES,
+    SGX_NR_LOW_PAGES,
+    SGX_NR_TO_SCAN,
+    EpcOwner,
+    PageLists,
+    SgxEpcSection,
+    SgxNumaNode,
+)
+from sgxsim.kernel.svn import SgxSvn, SvnConfig
+from sgxsim.kernel.syscalls import Process
 from sgxsim.kernel.uapi import EBUSY, ENOMEM, ERESTARTSYS
 
 if TYPE_CHECKING:
-    from sgxsim.hw.machine import Machine
-    from sgxsim.kernel.driver import MiscDevice
     from sgxsim.kernel.encl import SgxEncl
-    from sgxsim.kernel.process import Process, ShmemFile
-    from sgxsim.kernel.svn import SvnConfig
+    from sgxsim.kernel.fs import MiscDevice, ShmemFile
     from sgxsim.kernel.virt import SgxVepc
 
 __all__ = [
@@ -73,6 +93,7 @@ __all__ = [
     "SGX_EPC_PAGE_IN_RELEASE",
     "SGX_EPC_PAGE_IS_FREE",
     "SGX_EPC_PAGE_LEAKED",
+    "SGX_EPC_PAGE_POISON",
     "SGX_EPC_PAGE_RECLAIMER_TRACKED",
     "SGX_EPC_PAGE_VA",
     "SGX_EPC_PAGE_ZAP_TRACKED",
@@ -87,246 +108,6 @@ __all__ = [
     "SgxNumaNode",
     "validate_epc",
 ]
-
-#: Pages the reclaimer isolates per batch (sgx.h).
-SGX_NR_TO_SCAN = 16
-#: Below this many free pages an allocation wakes ksgxd (sgx.h).
-SGX_NR_LOW_PAGES = 32
-#: ksgxd reclaims until this many pages are free (sgx.h).
-SGX_NR_HIGH_PAGES = 64
-
-#: ``struct sgx_epc_page.flags`` (sgx.h).
-SGX_EPC_PAGE_RECLAIMER_TRACKED = 1 << 0
-SGX_EPC_PAGE_IS_FREE = 1 << 1
-#: RFC v2 patch 04: a VA page / a KVM guest (vEPC) page.
-SGX_EPC_PAGE_VA = 1 << 2
-SGX_EPC_PAGE_GUEST = 1 << 3
-#: RFC v2 patch 06: a SECS the zapper deferred to its second pass; a VA/SECS page of an enclave
-#: in release that the zapper waits for.
-SGX_EPC_PAGE_ZAP_TRACKED = 1 << 4
-SGX_EPC_PAGE_IN_RELEASE = 1 << 5
-#: [MODEL] ``struct sgx_epc_page.poison`` kept as a flag bit.
-SGX_EPC_PAGE_POISON = 1 << 6
-#: [MODEL] The page was leaked: EREMOVE failed in sgx_encl_free_epc_page (Linux WARNs and
-#: never returns it); kept so that accounting can name it.
-SGX_EPC_PAGE_LEAKED = 1 << 7
-
-
-class EpcOwner(enum.IntEnum):
-    """What ``struct sgx_epc_page.owner`` points to.
-
-    ``epc_owner_id`` is the enclave id (``SgxEncl.id``) for ENCL_PAGE, SECS and VA_PAGE and the
-    vEPC id for VEPC; ``epc_owner_index`` is the page's PFN (``desc >> PAGE_SHIFT``) for
-    ENCL_PAGE, the VA page id for VA_PAGE and the page offset (pgoff) for VEPC.
-    """
-
-    NONE = 0
-    ENCL_PAGE = 1
-    SECS = 2
-    VA_PAGE = 3
-    VEPC = 4
-
-
-# ---------------------------------------------------------------------------------------
-# Intrusive lists over EPC page indices
-
-
-class PageLists:
-    """``struct list_head`` for every EPC page, plus list heads, as two index arrays.
-
-    Slot ``i < npages`` is EPC page ``i``'s ``list`` member; slots ``npages + h`` are list heads.
-    A node whose ``next`` is itself is detached (``list_empty(&page->list)``), exactly the state
-    the reclaimer leaves isolated pages in. Scalar operations go through memoryviews (fast
-    Python ints); bulk splices use numpy.
-    """
-
-    def __init__(self, npages: int, nheads: int) -> None:
-        n = npages + nheads
-        dtype = np.int32 if n < (1 << 31) else np.int64
-        self.npages = npages
-        self.nheads = nheads
-        self._next = np.arange(n, dtype=dtype)
-        self._prev = np.arange(n, dtype=dtype)
-        self.nxt = self._next.data
-        self.prv = self._prev.data
-
-    def head(self, h: int) -> int:
-        """The slot of list head number ``h``."""
-        if not 0 <= h < self.nheads:
-            raise ModelInvariantError(f"list head {h} out of range")
-        return self.npages + h
-
-    def empty(self, node: int) -> bool:
-        """``list_empty``: a head with no entries, or a detached page."""
-        return bool(self.nxt[node] == node)
-
-    def first(self, head: int) -> int:
-        """``list_first_entry`` or -1 for an empty list."""
-        n = int(self.nxt[head])
-        return -1 if n == head else n
-
-    def add_tail(self, node: int, head: int) -> None:
-        """``list_add_tail(node, head)``."""
-        nxt, prv = self.nxt, self.prv
-        last = prv[head]
-        nxt[node] = head
-        prv[node] = last
-        nxt[last] = node
-        prv[head] = node
-
-    def add(self, node: int, head: int) -> None:
-        """``list_add(node, head)``: insert right after the head."""
-        nxt, prv = self.nxt, self.prv
-        first = nxt[head]
-        nxt[node] = first
-        prv[node] = head
-        prv[first] = node
-        nxt[head] = node
-
-    def del_init(self, node: int) -> None:
-        """``list_del_init(node)``."""
-        nxt, prv = self.nxt, self.prv
-        p = prv[node]
-        n = nxt[node]
-        nxt[p] = n
-        prv[n] = p
-        nxt[node] = node
-        prv[node] = node
-
-    def move_tail(self, node: int, head: int) -> None:
-        """``list_move_tail``."""
-        self.del_init(node)
-        self.add_tail(node, head)
-
-    def iterate(self, head: int) -> Iterator[int]:
-        """Entries of ``head`` in order (do not modify the list while iterating)."""
-        nxt = self.nxt
-        n = nxt[head]
-        while n != head:
-            yield int(n)
-            n = nxt[n]
-
-    def to_array(self, head: int) -> npt.NDArray[np.int64]:
-        """The entries of ``head`` as an array (walks the list)."""
-        return np.fromiter(self.iterate(head), dtype=np.int64)
-
-    def splice_tail_array(self, head: int, nodes: npt.NDArray[np.int64]) -> None:
-        """Append detached pages ``nodes`` (in order) at the tail of ``head``, vectorized."""
-        if len(nodes) == 0:
-            return
-        nodes = np.asarray(nodes, dtype=np.int64)
-        last = int(self.prv[head])
-        self._next[nodes[:-1]] = nodes[1:]
-        self._prev[nodes[1:]] = nodes[:-1]
-        self._prev[nodes[0]] = last
-        self._next[last] = nodes[0]
-        self._next[nodes[-1]] = head
-        self._prev[head] = nodes[-1]
-
-    def del_many(self, nodes: npt.NDArray[np.int64]) -> None:
-        """``list_del_init`` of every node in ``nodes`` (distinct; attached to any lists or
-        detached), vectorized: each surviving neighbour of a removed run is linked to the first
-        survivor beyond it, found by pointer doubling over the removed nodes (O(n log run))."""
-        nodes = np.asarray(nodes, dtype=np.int64)
-        if len(nodes) == 0:
-            return
-        att = nodes[self._next[nodes] != nodes]
-        if len(att):
-            size = len(self._next)
-            dead = np.zeros(size, dtype=np.bool_)
-            dead[att] = True
-            prv0 = self._prev[att]
-            nxt0 = self._next[att]
-            starts = np.flatnonzero(~dead[prv0])
-            ends = np.flatnonzero(~dead[nxt0])
-            if len(starts) == 1:
-                # One removed run (e.g. all of an enclave's pages): link its two neighbours.
-                p0, n0 = int(prv0[starts[0]]), int(nxt0[ends[0]])
-                self._next[p0] = n0
-                self._prev[n0] = p0
-                self._next[nodes] = nodes
-                self._prev[nodes] = nodes
-                return
-            fwd = nxt0.astype(np.int64)
-            bwd = prv0.astype(np.int64)
-            pos = np.full(size, -1, dtype=self._next.dtype)
-            pos[att] = np.arange(len(att), dtype=self._next.dtype)
-            for jump in (fwd, bwd):
-                while True:
-                    m = dead[jump]
-                    if not m.any():
-                        break
-                    jump[m] = jump[pos[jump[m]]]
-            prv = self._prev[att]
-            live_p = ~dead[prv]
-            self._next[prv[live_p]] = fwd[live_p]
-            nxt = self._next[att]
-            live_n = ~dead[nxt]
-            self._prev[nxt[live_n]] = bwd[live_n]
-        self._next[nodes] = nodes
-        self._prev[nodes] = nodes
-
-    def pop_front_many(self, head: int, count: int) -> list[int]:
-        """Detach up to ``count`` entries from the front of ``head`` (for batch allocation)."""
-        out: list[int] = []
-        nxt, prv = self.nxt, self.prv
-        n = nxt[head]
-        # Fast path: a run of consecutive page indices linked in order (a fresh free list).
-        while n != head and count - len(out) > 64:
-            want = count - len(out)
-            run = np.arange(n, min(n + want, self.npages), dtype=np.int64)
-            links = self._next[run[:-1]] == run[1:]
-            stop = int(np.argmin(links)) if not links.all() else len(run) - 1
-            run = run[: stop + 1]
-            if len(run) < 64:
-                break
-            after = int(self._next[int(run[-1])])
-            self._next[run] = run
-            self._prev[run] = run
-            out += run.tolist()
-            nxt[head] = after
-            prv[after] = head
-            n = after
-        fast = len(out)
-        while n != head and len(out) < count:
-            out.append(int(n))
-            n = nxt[n]
-        for p in out[fast:]:
-            nxt[p] = p
-            prv[p] = p
-        nxt[head] = n
-        prv[n] = head
-        return out
-
-
-# ---------------------------------------------------------------------------------------
-# Sections and nodes
-
-
-@dataclass
-class SgxNumaNode:
-    """``struct sgx_numa_node``: a node's free and poison lists, EPC size and lock."""
-
-    nid: int
-    free_head: int
-    poison_head: int
-    lock: SpinLock
-    size: int = 0
-
-
-@dataclass(frozen=True)
-class SgxEpcSection:
-    """``struct sgx_epc_section``: physical range, first global page index, NUMA node."""
-
-    index: int
-    phys_addr: int
-    size: int
-    first_page: int
-    nid: int
-
-    @property
-    def npages(self) -> int:
-        return self.size >> PAGE_SHIFT
 
 
 @dataclass(frozen=True)
@@ -375,10 +156,7 @@ class Kernel:
         config: KernelConfig | None = None,
         svn: SvnConfig | None = None,
     ) -> None:
-        from sgxsim.hw.machine import Machine as _Machine
-        from sgxsim.kernel.svn import SgxSvn
-
-        if not isinstance(machine, _Machine):
+        if not isinstance(machine, Machine):
             raise InvalidArgument(f"machine must be a Machine, got {machine!r}")
         self.machine = machine
         self.sched: SchedulerHooks = sched if sched is not None else NullScheduler()
@@ -461,6 +239,15 @@ class Kernel:
         #: SVN-update state and procedures (kernel/svn.py).
         self.svn = SgxSvn(self, svn)
         self.sgx_init()
+
+    def __repr__(self) -> str:
+        if self.sgx_disabled is not None:
+            return f"<Kernel sgx disabled: {self.sgx_disabled}>"
+        return (
+            f"<Kernel policy={self.svn.config.policy} enclaves={len(self.enclaves)} vepcs={len(self.vepcs)} "
+            f"processes={len(self.processes)} epc_free={self.sgx_nr_free_pages.read()}/{self.npages} "
+            f"warns={self.log.warn_count}>"
+        )
 
     # ------------------------------------------------------------------ context
 
@@ -582,8 +369,6 @@ class Kernel:
         Models: main.c sgx_init(), sgx_page_cache_init(), sgx_setup_epc_section(), ksgxd()'s
         two __sgx_sanitize_pages() passes; driver.c sgx_drv_init(); virt.c sgx_vepc_init().
         """
-        from sgxsim.kernel import driver, virt
-
         eax, _, _, _ = self.machine.cpuid(SGX_CPUID, 0)
         if not eax & 1:
             self.sgx_disabled = "no SGX1"
@@ -594,7 +379,7 @@ class Kernel:
             return
         self.ksgxd_sanitize()
         self.svn.at_sgx_init()
-        driver.register_provision(self)
+        register_provision(self)
         ret = driver.sgx_drv_init(self)
         vret = virt.sgx_vepc_init(self)
         if ret and vret:
@@ -997,8 +782,6 @@ class Kernel:
         sgx_reclaimer_write (EWB with the ETRACK / IPI retries, SECS write-back when its last
         child left) and free the page.
         """
-        from sgxsim.kernel import encl as encl_mod
-
         self.count("reclaim_batches")
         lists = self.lists
         chunk: list[tuple[int, SgxEncl] | None] = []
@@ -1024,7 +807,7 @@ class Kernel:
             pfn = int(self._oidx[page])
             if sgx_reclaimer_age(self, encl, pfn):
                 encl.lock.lock()
-                b = encl_mod.sgx_encl_alloc_backing(encl, pfn - encl.base_pfn)
+                b = em.sgx_encl_alloc_backing(encl, pfn - encl.base_pfn)
                 if b is not None:
                     backing[i] = b
                     encl.pages.set_being_reclaimed(pfn, True)
@@ -1035,7 +818,7 @@ class Kernel:
             lock.lock()
             lists.add_tail(page, self.sgx_active_page_list)
             lock.unlock()
-            encl.refcount.kref_put(encl_mod.sgx_encl_release_kref)
+            encl.refcount.kref_put(em.sgx_encl_release_kref)
             chunk[i] = None
             self.count("reclaim_skipped_young")
 
@@ -1048,7 +831,7 @@ class Kernel:
                 continue
             page, encl = item
             sgx_reclaimer_write(self, encl, page, backing[i])
-            encl.refcount.kref_put(encl_mod.sgx_encl_release_kref)
+            encl.refcount.kref_put(em.sgx_encl_release_kref)
             self._flags[page] = self._flags[page] & ~SGX_EPC_PAGE_RECLAIMER_TRACKED
             self.sgx_free_epc_page(page)
             self.count("pages_reclaimed")
@@ -1116,8 +899,6 @@ class Kernel:
 
     def create_process(self, name: str = "proc", cpu: int = 0) -> Process:
         """A new process (an empty address space, no open files)."""
-        from sgxsim.kernel.process import Process
-
         return Process(self, name, cpu=cpu)
 
     # ------------------------------------------------------------------ accounting
@@ -1151,8 +932,6 @@ def sgx_reclaimer_age(k: Kernel, encl: SgxEncl, pfn: int) -> bool:
 
     Models: main.c sgx_reclaimer_age().
     """
-    from sgxsim.kernel.encl import sgx_encl_test_and_clear_young
-
     ret = True
     idx = encl.srcu.srcu_read_lock()
     try:
@@ -1161,7 +940,7 @@ def sgx_reclaimer_age(k: Kernel, encl: SgxEncl, pfn: int) -> bool:
             if mm.mm_users <= 0:
                 continue
             mm.mmap_lock.down_read()
-            ret = not sgx_encl_test_and_clear_young(mm, encl, pfn)
+            ret = not em.sgx_encl_test_and_clear_young(mm, encl, pfn)
             mm.mmap_lock.up_read()
             if not ret:
                 break
@@ -1175,9 +954,7 @@ def sgx_reclaimer_block(k: Kernel, encl: SgxEncl, page: int) -> None:
 
     Models: main.c sgx_reclaimer_block().
     """
-    from sgxsim.kernel.encl import sgx_zap_enclave_ptes
-
-    sgx_zap_enclave_ptes(encl, int(k.epc_owner_index[page]) << PAGE_SHIFT)
+    em.sgx_zap_enclave_ptes(encl, int(k.epc_owner_index[page]) << PAGE_SHIFT)
     encl.lock.lock()
     ret = E.eblock(k, page)
     if E.encls_failed(ret):
@@ -1187,9 +964,7 @@ def sgx_reclaimer_block(k: Kernel, encl: SgxEncl, page: int) -> None:
 
 def _sgx_encl_ewb(k: Kernel, page: int, va_epc: int, va_offset: int, backing: Any) -> int:
     """Models: main.c __sgx_encl_ewb(): PAGEINFO{addr 0, secs 0, contents, PCMD}."""
-    from sgxsim.kernel.encl import write_pageinfo
-
-    pginfo = write_pageinfo(k, 0, backing.contents, backing.pcmd + backing.pcmd_offset, 0)
+    pginfo = em.write_pageinfo(k, 0, backing.contents, backing.pcmd + backing.pcmd_offset, 0)
     return E.ewb(k, pginfo, page, va_epc, va_offset)
 
 
@@ -1201,9 +976,6 @@ def sgx_encl_ewb(k: Kernel, encl: SgxEncl, ref: int, page: int, backing: Any) ->
     enclave may run on (mask computed after ETRACK) and retry. Failure: WARN, slot freed (the page
     stays resident in the EPCM). Success: desc |= slot offset, VA page recorded.
     """
-    from sgxsim.hw.arch import SgxStatus
-    from sgxsim.kernel import encl as em
-
     desc = em._ref_desc(encl, ref) & ~em.SGX_ENCL_PAGE_BEING_RECLAIMED
     em._ref_set_desc(encl, ref, desc)
     va = next(iter(encl.va_pages))
@@ -1235,8 +1007,6 @@ def sgx_reclaimer_write(k: Kernel, encl: SgxEncl, page: int, backing: Any) -> No
 
     Models: main.c sgx_reclaimer_write() (the SECS goes only if the enclave is initialized).
     """
-    from sgxsim.kernel import encl as em
-
     encl.lock.lock()
     pfn = int(k.epc_owner_index[page])
     sgx_encl_ewb(k, encl, pfn, page, backing)
@@ -1277,9 +1047,6 @@ def validate_epc(k: Kernel, *, expect_empty: bool = False, allow_leaks: bool = F
     pages; each enclave's records agree (see :func:`sgx.kernel.encl.validate_encl`).
     ``expect_empty``: also require every page free (after all processes exited).
     """
-    from sgxsim.hw.arch import PageType
-    from sgxsim.kernel.encl import validate_encl
-
     rep = EpcReport()
     epcm = k.machine.epc.epcm
     f = k.epc_flags
@@ -1354,7 +1121,7 @@ def validate_epc(k: Kernel, *, expect_empty: bool = False, allow_leaks: bool = F
     if len(tracked) != len(active):
         rep.problems.append(f"{len(tracked)} pages RECLAIMER_TRACKED but {len(active)} on the active list")
     for encl in list(k.enclaves.values()):
-        rep.problems.extend(validate_encl(k, encl))
+        rep.problems.extend(em.validate_encl(k, encl))
     for vepc in list(k.vepcs.values()):
         for pgoff, page in vepc.page_array.items():
             if (

@@ -46,13 +46,23 @@ import numpy.typing as npt
 from sgxsim.errors import InvalidArgument
 from sgxsim.hw.arch import SgxStatus, cpusvn_le
 from sgxsim.hw.cpu import MicrocodePatch
+from sgxsim.kernel import encl as em
 from sgxsim.kernel import encls as E  # noqa: N812
-from sgxsim.kernel.locking import AtomicInt, Mutex, RwSemaphore, WaitQueue, cond_resched
+from sgxsim.kernel.encl import SGX_ENCL_DEAD, SgxEncl
+from sgxsim.kernel.locking import AtomicInt, Mutex, NullScheduler, RwSemaphore, WaitQueue, cond_resched
 from sgxsim.kernel.policy import SvnPolicy
+from sgxsim.kernel.sgx import (
+    SGX_EPC_PAGE_GUEST,
+    SGX_EPC_PAGE_IN_RELEASE,
+    SGX_EPC_PAGE_IS_FREE,
+    SGX_EPC_PAGE_LEAKED,
+    SGX_EPC_PAGE_RECLAIMER_TRACKED,
+    SGX_EPC_PAGE_ZAP_TRACKED,
+    EpcOwner,
+)
 from sgxsim.kernel.uapi import EAGAIN, EBUSY, EINTR, EINVAL, EIO, EOPNOTSUPP, ERESTARTSYS
 
 if TYPE_CHECKING:
-    from sgxsim.kernel.encl import SgxEncl
     from sgxsim.kernel.main import Kernel
 
 __all__ = [
@@ -297,7 +307,6 @@ class SgxSvn:
         Models: RFC v2 patch 06 hunk in sgx_free_epc_page() (IN_RELEASE: one awaited page fewer).
         The ZAP_TRACKED list removal is implicit: the deferred-SECS list is local to the zapper.
         """
-        from sgxsim.kernel.main import SGX_EPC_PAGE_IN_RELEASE
 
         if flags & SGX_EPC_PAGE_IN_RELEASE:
             self.zap_waiting_count.add_unless(-1, 0)
@@ -305,7 +314,6 @@ class SgxSvn:
     def _mark_dead(self, encl: SgxEncl, rec: SvnUpdate | None) -> None:
         """[MODEL fix] The enclave lost (some of) its EPC: every later use fails (no as-posted
         equivalent: the posting leaves the kernel believing the enclave intact)."""
-        from sgxsim.kernel.encl import SGX_ENCL_DEAD
 
         if encl.flags & SGX_ENCL_DEAD:
             return
@@ -321,9 +329,6 @@ class SgxSvn:
     def _detach_zapped(self, encl: SgxEncl, page: int) -> None:
         """[MODEL fix] After a successful zap EREMOVE: take the page from its enclave, clear the
         owner, zap its PTEs and free it (the posting does none of this)."""
-        from sgxsim.kernel import encl as em
-        from sgxsim.kernel.main import SGX_EPC_PAGE_RECLAIMER_TRACKED, EpcOwner
-
         k = self.k
         kind = int(k.epc_owner_kind[page])
         index = int(k.epc_owner_index[page])
@@ -354,13 +359,6 @@ class SgxSvn:
         Differs (fixed default): a removed page is freed and detached from its enclave, which
         is marked dead; as posted it stays "owned" (see docs/deviations.md).
         """
-        from sgxsim.kernel import encl as em
-        from sgxsim.kernel.main import (
-            SGX_EPC_PAGE_IN_RELEASE,
-            SGX_EPC_PAGE_IS_FREE,
-            SGX_EPC_PAGE_ZAP_TRACKED,
-            EpcOwner,
-        )
 
         k = self.k
         node = k.sgx_numa_nodes[k.section_of(page).nid]
@@ -382,7 +380,7 @@ class SgxSvn:
             if ret:
                 k.log.WARN(True, "EREMOVE of a leaked EPC page returned %d", ret, site="sgx_zap_encl_page")
                 return -EIO
-            k.epc_flags[page] &= ~np.uint8(0x80)
+            k.epc_flags[page] &= ~np.uint8(SGX_EPC_PAGE_LEAKED)
             k.sgx_free_epc_page(page)
             return 0
         if not encl.refcount.kref_get_unless_zero():
@@ -450,7 +448,6 @@ class SgxSvn:
         return 0
 
     def _zap_one(self, page: int, secs_pages: list[int] | None, rec: SvnUpdate | None) -> int:
-        from sgxsim.kernel.main import SGX_EPC_PAGE_GUEST
 
         if self.k.epc_flags[page] & SGX_EPC_PAGE_GUEST:
             if self.config.vepc == "skip":
@@ -463,7 +460,6 @@ class SgxSvn:
     ) -> int:
         """Models: RFC v2 patch 06 sgx_zap_section_pages(): every used page, guest pages skipped
         (or zapped under ``vepc = "zap"``); the first error stops the walk."""
-        from sgxsim.kernel.main import SGX_EPC_PAGE_IS_FREE, EpcOwner
 
         k = self.k
         kinds = k.epc_owner_kind[first : first + npages]
@@ -481,7 +477,6 @@ class SgxSvn:
 
     def _batch_candidates(self, lo: int, hi: int) -> npt.NDArray[np.int64]:
         """Used pages in [lo, hi) the zap must EREMOVE (guest pages only under vepc = "zap")."""
-        from sgxsim.kernel.main import SGX_EPC_PAGE_GUEST, SGX_EPC_PAGE_IS_FREE, EpcOwner
 
         k = self.k
         flags = k.epc_flags[lo:hi]
@@ -502,7 +497,6 @@ class SgxSvn:
         k = self.k
         if not k.batch_ok() or any(lp.in_enclave for lp in k.machine.cpus):
             return None
-        from sgxsim.kernel.main import SGX_EPC_PAGE_ZAP_TRACKED
 
         killed: set[int] = set()
         for s in k.sgx_epc_sections:
@@ -527,13 +521,6 @@ class SgxSvn:
     def _batch_removed(self, removed: npt.NDArray[np.int64], killed: set[int], rec: SvnUpdate | None) -> None:
         """Bookkeeping for pages the batch zap EREMOVEd: counts; fixed default: kill their
         enclaves, detach the pages from them, take them off the active list and free them."""
-        from sgxsim.kernel import encl as em
-        from sgxsim.kernel.main import (
-            SGX_EPC_PAGE_GUEST,
-            SGX_EPC_PAGE_LEAKED,
-            SGX_EPC_PAGE_RECLAIMER_TRACKED,
-            EpcOwner,
-        )
 
         k = self.k
         if len(removed) == 0:
@@ -900,8 +887,6 @@ class SgxSvn:
         §2, "an unattributed later variant"). RFC v2 (``vepc = "skip"``) and the posting do not
         halt guests. With no scheduler nothing can run concurrently, so there is nothing to wait.
         """
-        from sgxsim.kernel.locking import NullScheduler
-
         k = self.k
         if (
             self.config.vepc != "zap"

@@ -37,10 +37,10 @@ from sgxsim.errors import InvalidArgument, ModelInvariantError
 from sgxsim.hw import enclu as hw_enclu
 from sgxsim.hw.arch import Fault, PfError, Vector
 from sgxsim.kernel import uapi as U  # noqa: N812
-from sgxsim.kernel.process import FIXED, VDSO_BASE, VDSO_ENCLU_OFFSET, _user_copy, do_user_addr_fault
+from sgxsim.kernel.mm import FIXED, VDSO_BASE, VDSO_ENCLU_OFFSET, _user_copy, do_user_addr_fault
 
 if TYPE_CHECKING:
-    from sgxsim.kernel.process import Process
+    from sgxsim.kernel.syscalls import Process
 
 __all__ = ["SIGTRAP", "VDSO_AEP", "vdso_sgx_enter_enclave"]
 

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 from sgxsim.hw.arch import PAGE_SHIFT, PAGE_SIZE, SgxStatus
 from sgxsim.kernel import encls as E  # noqa: N812
 from sgxsim.kernel import uapi as U  # noqa: N812
+from sgxsim.kernel.fs import File, FileOperations, MiscDevice
 from sgxsim.kernel.locking import Mutex, cond_resched
-from sgxsim.kernel.main import EpcOwner
-from sgxsim.kernel.process import (
+from sgxsim.kernel.mm import (
     FAULT_FLAG_ALLOW_RETRY,
     VM_DONTCOPY,
     VM_DONTDUMP,
@@ -37,12 +37,11 @@ from sgxsim.kernel.process import (
     VM_IO,
     VM_PFNMAP,
     VM_SHARED,
-    File,
-    FileOperations,
     Vma,
     VmFault,
     _fault_in,
 )
+from sgxsim.kernel.sgx import EpcOwner
 
 if TYPE_CHECKING:
     from sgxsim.kernel.main import Kernel
@@ -286,8 +285,6 @@ SGX_VEPC_FOPS = SgxVepcFops()
 def sgx_vepc_init(k: Kernel) -> int:
     """Register /dev/sgx_vepc when the CPU can run KVM. Models: virt.c sgx_vepc_init().
     Outcomes: 0 or -ENODEV."""
-    from sgxsim.kernel.driver import MiscDevice
-
     if not k.config.vmx:
         return -U.ENODEV
     k.misc_devices[SGX_VEPC_PATH] = MiscDevice("sgx_vepc", SGX_VEPC_FOPS)
