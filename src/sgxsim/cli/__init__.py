@@ -40,7 +40,10 @@ COMMANDS: dict[str, LazyCommand] = {
     "explore": LazyCommand("sgxsim.cli.explore", "explore_cmd", "Explore interleavings of an SVN update."),
     "validate": LazyCommand("sgxsim.cli.validate", "validate", "Check a scenario file and print its plan."),
     "quote": LazyCommand("sgxsim.cli.attest", "quote", "Produce a DCAP quote and its collateral."),
-    "verify": LazyCommand("sgxsim.cli.attest", "verify", "Verify a DCAP quote against collateral."),
+    "verify": LazyCommand("sgxsim.cli.attest", "verify", "Verify a DCAP quote as Intel's QVL does."),
+    "tcb-impact": LazyCommand(
+        "sgxsim.cli.tcb_impact", "tcb_impact_cmd", "Which platforms a new TCB Info demotes, and when."
+    ),
 }
 
 

@@ -131,8 +131,9 @@ class InterruptFlag:
             os._exit(EXIT_INTERRUPTED)
 
     def check(self) -> None:
-        """A safe point: raise ``KeyboardInterrupt`` if Ctrl-C was pressed."""
+        """A safe point: raise ``KeyboardInterrupt`` if Ctrl-C was pressed (no hard exit then)."""
         if self.requested:
+            self.cancel()
             raise KeyboardInterrupt
 
     def progress(self, now_ns: int, end_ns: int) -> None:
