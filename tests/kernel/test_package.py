@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from kernel_helpers import build_enclave, make_world
+from tests.kernel.kernel_helpers import build_enclave, make_world
 
 import sgxsim.kernel
 from sgxsim.kernel import encl as em
