@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "kernel"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kernel_helpers import (
+from tests.kernel.kernel_helpers import (
     build_enclave,
     create_enclave,
     enclave_pages,
@@ -57,7 +57,7 @@ def bench_big(gib: float) -> None:
     p.exit()
     t3 = time.perf_counter()
     assert not validate_epc(k, expect_empty=True).problems
-    sim = k.machine.clock.now_ns() / 1e9  # type: ignore[attr-defined]
+    sim = k.machine.clock.now_ns() / 1e9
     print(
         f"[1] {gib:g} GiB enclave ({heap:,} heap pages): build+init {t1 - t0:.2f} s "
         f"({_rate(heap, t1 - t0)}), enter {t2 - t1:.3f} s, teardown {t3 - t2:.2f} s "
@@ -89,7 +89,7 @@ def bench_oversubscribed(epc_pages: int, factor: int) -> None:
     t0 = time.perf_counter()
     encl = build_enclave(p, heap_pages=heap)
     t1 = time.perf_counter()
-    from kernel_helpers import OP_CHECK, OP_FILL, Op
+    from tests.kernel.kernel_helpers import OP_CHECK, OP_FILL, Op
 
     encl.call(Op(type=OP_FILL, value=7, addr=encl.heap, n=heap))
     _, out, _ = encl.call(Op(type=OP_CHECK, value=7, addr=encl.heap, n=heap))

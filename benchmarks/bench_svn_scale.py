@@ -24,9 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "kernel"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kernel_helpers import create_enclave
+from tests.kernel.kernel_helpers import create_enclave
 
 from sgxsim.hw.arch import PAGE_SIZE, PageType, secinfo_flags
 from sgxsim.hw.cpu import MicrocodePatch

@@ -77,7 +77,9 @@ def demo_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
 def test_demo_golden_summary_and_schema(demo_out: tuple[Path, dict[str, object]]) -> None:
     out, data = demo_out
     jsonschema.validate(data, report_schema())
-    summary = {row["item"]: row["value"] for row in data["summary"]}  # type: ignore[union-attr, index]
+    rows = data["summary"]
+    assert isinstance(rows, list)
+    summary = {row["item"]: row["value"] for row in rows}
     for key, value in GOLDEN_DEMO_SUMMARY.items():
         assert summary[key] == value, key
     metrics = data["metrics"]
@@ -96,6 +98,7 @@ def test_demo_outputs(demo_out: tuple[Path, dict[str, object]]) -> None:
         "kernel.log",
         "report.json",
         "report.md",
+        "run.json",
         "timeline.png",
         "trace.json",
     ]
@@ -174,17 +177,17 @@ def test_run_compare_inspect(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        (SMALL.replace('heap = "256KiB"', 'heap = "lots"'), "workload[0].heap (line 20)"),
-        (SMALL.replace('patch = "up"', 'patch = "down"'), "event[1].patch (line 31)"),
-        (SMALL.replace("sockets = 1", "sockets = 1\nsocket = 2"), "machine.socket (line 8)"),
+        (SMALL.replace('heap = "256KiB"', 'heap = "lots"'), "bad.toml:20: workload[0].heap"),
+        (SMALL.replace('patch = "up"', 'patch = "down"'), "bad.toml:31: event[1].patch"),
+        (SMALL.replace("sockets = 1", "sockets = 1\nsocket = 2"), "bad.toml:8: machine.socket"),
         (SMALL.replace("[scenario]", "[scenario\n"), "not valid TOML"),
     ],
 )
-def test_scenario_errors_exit_1_with_key_and_line(tmp_path: Path, text: str, needle: str) -> None:
+def test_scenario_errors_exit_2_with_file_line_and_key(tmp_path: Path, text: str, needle: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text)
     res = CliRunner().invoke(main, ["run", str(path), "--out", str(tmp_path / "o")])
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert needle in res.stderr
 
 
@@ -195,7 +198,7 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert runner.invoke(main, ["compare", "demo", "--policies", "nope"]).exit_code == 2
     assert runner.invoke(main, ["inspect", "demo", "--at", "soon"]).exit_code == 2
     res = runner.invoke(main, ["run", str(tmp_path / "missing.toml")])
-    assert res.exit_code == 1 and "cannot read scenario file" in res.stderr
+    assert res.exit_code == 2 and "cannot read scenario file" in res.stderr
 
 
 @pytest.mark.parametrize("cmd", ["demo", "run", "compare", "inspect"])

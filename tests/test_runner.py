@@ -412,4 +412,4 @@ def test_large_example_scaled_down_fills_swaps_and_zaps() -> None:
     assert res.metrics["enclaves_destroyed"] == 16 and res.metrics["svn_updates_ok"] == 1
     (step,) = res.timeline.cpusvn_steps
     assert cpusvn_le(bytes.fromhex(step.old), bytes.fromhex(step.new)) and step.old != step.new
-    assert res.report.warnings == 0
+    assert res.report.kernel_warnings == 0

@@ -9,9 +9,14 @@ not pull in the whole simulator.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+
+#: ``typing.TYPE_CHECKING`` without importing typing: ``python -m sgxsim`` reaches its SIGINT
+#: handler (``sgxsim.__main__``) sooner.
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from sgxsim.errors import (
         InvalidArgument,
         ModelInvariantError,
@@ -23,6 +28,9 @@ if TYPE_CHECKING:
     from sgxsim.hw.epc import EpcSectionConfig
     from sgxsim.hw.machine import LatencyTable, Machine, MachineConfig
     from sgxsim.rand import EntropySource, Rng
+
+#: The installed distribution's version (``pip show sgxsim``); "0+unknown" when not installed.
+__version__: str
 
 _EXPORTS = {
     "EntropySource": "sgxsim.rand",
@@ -56,7 +64,19 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("sgxsim")
+        except PackageNotFoundError:  # pragma: no cover - run from a source tree
+            return "0+unknown"
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'sgxsim' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    """The exports, the layer packages and ``__version__`` (not the lazy-import machinery)."""
+    return sorted({*__all__, "__version__", "attest", "cli", "errors", "hw", "kernel", "rand", "sdk", "sim"})

@@ -29,13 +29,22 @@ class ModelInvariantError(SgxSimError):
 class ScenarioError(SgxSimError):
     """A scenario file is malformed; carries the key path and, when known, the line."""
 
-    def __init__(self, message: str, *, key: str = "", line: int | None = None) -> None:
+    def __init__(self, message: str, *, key: str = "", line: int | None = None, source: str = "") -> None:
         self.key = key
         self.line = line
+        self.source = source
+        self.message = message
         where = key
-        if line is not None:
+        if source:
+            # ``FILE:LINE: key: message``, as compilers print it (editors jump to the line).
+            where = ": ".join(x for x in (source if line is None else f"{source}:{line}", key) if x)
+        elif line is not None:
             where = f"{key} (line {line})" if key else f"line {line}"
         super().__init__(f"{where}: {message}" if where else message)
+
+    def in_file(self, source: str) -> ScenarioError:
+        """The same error, located in file ``source``."""
+        return ScenarioError(self.message, key=self.key, line=self.line, source=source)
 
 
 class VerificationError(SgxSimError):

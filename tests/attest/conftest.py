@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from attest_world import World
+from tests.attest.attest_world import World
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from attest_world import ISV_MRENCLAVE, ISV_MRSIGNER, LEVELS, NOW, UTC, World, comps, isv_body
+from tests.attest.attest_world import ISV_MRENCLAVE, ISV_MRSIGNER, LEVELS, NOW, UTC, World, comps, isv_body
 
 from sgxsim.attest import (
     BrokerPolicy,

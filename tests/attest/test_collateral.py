@@ -6,9 +6,9 @@ import datetime as dt
 import json
 
 import pytest
-from attest_world import FMSPC, LEVELS, NOW, QE_MRSIGNER, UTC, World, comps
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.attest.attest_world import FMSPC, LEVELS, NOW, QE_MRSIGNER, UTC, World, comps
 
 from sgxsim.attest import (
     Collateral,

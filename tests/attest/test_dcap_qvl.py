@@ -16,7 +16,7 @@ import datetime as dt
 
 import dcap_qvl
 import pytest
-from attest_world import NOW, World
+from tests.attest.attest_world import NOW, World
 
 from sgxsim.attest import Collateral, TcbStatus, VerificationReason, verify_quote
 from sgxsim.errors import VerificationError

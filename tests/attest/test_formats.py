@@ -8,10 +8,10 @@ import struct
 
 import dcap_qvl
 import pytest
-from attest_world import ISV_MRENCLAVE, ISV_MRSIGNER, QE_AUTH_DATA, World, isv_body
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.attest.attest_world import ISV_MRENCLAVE, ISV_MRSIGNER, QE_AUTH_DATA, World, isv_body
 
 from sgxsim.attest import (
     INTEL_QE_VENDOR_ID,

@@ -10,9 +10,9 @@ import datetime as dt
 import struct
 
 import pytest
-from attest_world import NOW, PKI_NOT_AFTER, PKI_NOT_BEFORE, World
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.attest.attest_world import NOW, PKI_NOT_AFTER, PKI_NOT_BEFORE, World
 
 from sgxsim.attest import Collateral, VerificationReason, parse_quote, verify_quote
 from sgxsim.attest.pki import pem_chain

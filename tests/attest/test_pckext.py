@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dcap_qvl
 import pytest
-from attest_world import World
 from cryptography import x509
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.attest.attest_world import World
 
 from sgxsim.attest import PckExtension, SgxType, VerificationReason
 from sgxsim.attest.pckext import (

@@ -10,10 +10,10 @@ import urllib.request
 
 import dcap_qvl
 import pytest
-from attest_world import FMSPC, LEVELS, NOW, PCE_ID, PPID, UTC, World, comps
 from cryptography import x509
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.attest.attest_world import FMSPC, LEVELS, NOW, PCE_ID, PPID, UTC, World, comps
 
 from sgxsim.attest import (
     PcsClient,

@@ -6,10 +6,10 @@ import datetime as dt
 import random
 
 import pytest
-from attest_world import NOW, PKI_NOT_AFTER, PKI_NOT_BEFORE, World
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
+from tests.attest.attest_world import NOW, PKI_NOT_AFTER, PKI_NOT_BEFORE, World
 
 from sgxsim.attest import CaKind, TestPki, VerificationReason, parse_pem_chain
 from sgxsim.attest.pki import pem_chain

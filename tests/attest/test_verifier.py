@@ -6,8 +6,8 @@ import datetime as dt
 import itertools
 
 import pytest
-from attest_world import FMSPC, LEVELS, NOW, PCE_ID, PPID, World, comps, isv_body
 from cryptography.hazmat.primitives import serialization
+from tests.attest.attest_world import FMSPC, LEVELS, NOW, PCE_ID, PPID, World, comps, isv_body
 
 from sgxsim.attest import (
     CaKind,

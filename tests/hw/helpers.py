@@ -24,6 +24,7 @@ import hashlib
 import random
 import struct
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -209,10 +210,12 @@ def tcs_page(
     fslimit: int = 0xFFFF_FFFF,
     gslimit: int = 0xFFFF_FFFF,
     measure: bool = True,
-    **fields: int,
+    **fields: Any,
 ) -> PageSpec:
     """A PT_TCS page (SECINFO permissions 0, as Linux passes them) with the given TCS fields."""
-    tcs = Tcs(ossa=ossa, nssa=nssa, oentry=oentry, fslimit=fslimit, gslimit=gslimit, **fields)
+    tcs = dataclasses.replace(
+        Tcs(ossa=ossa, nssa=nssa, oentry=oentry, fslimit=fslimit, gslimit=gslimit), **fields
+    )
     return PageSpec(offset, secinfo_flags(PageType.PT_TCS), tcs.pack(), measure)
 
 

@@ -700,7 +700,7 @@ def test_eadd_many_rejects_bad_offsets_without_hashing() -> None:
     before = m.copy().finalize()
     for bad in ([0, 4097], [-4096], [True]):
         with pytest.raises(InvalidArgument):
-            m.eadd_many(bad, 0x203)  # type: ignore[arg-type]
+            m.eadd_many(bad, 0x203)
     with pytest.raises(InvalidArgument):
         m.eadd_many(np.zeros((2, 2), dtype=np.int64), 0x203)
     m.eadd_many([], 0x203)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from sgxsim.errors import InvalidArgument
-from sgxsim.hw.arch import PAGE_SIZE, EnclsLeaf, Fault, PageType, SgxStatus, gp0, secinfo_flags
+from sgxsim.hw.arch import PAGE_SIZE, EnclsLeaf, Fault, LeafResult, PageType, SgxStatus, gp0, secinfo_flags
 from sgxsim.hw.encls import (
     BATCH_FAULT,
     decode_batch_status,
@@ -274,7 +274,7 @@ def _two_enclaves(m: Machine) -> Enclave:
 
 def _compare_eremove(
     order: Callable[[Machine, Enclave], list[int]], prepare: Callable[[Machine, Enclave], None] | None = None
-) -> list[object]:
+) -> list[LeafResult]:
     (ma, ea), (mb, eb) = twins(_two_enclaves)
     if prepare is not None:
         prepare(ma, ea)

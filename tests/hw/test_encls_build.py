@@ -642,7 +642,7 @@ def test_einit_token_success(built: Enclave) -> None:
 def test_einit_token_failures(built: Enclave, changes: dict[str, object], expected: SgxStatus) -> None:
     m = built.m
     sig = sign(built)
-    assert _einit_token(m, built, sig, _token(m, built, sig, **changes)) == expected
+    assert _einit_token(m, built, sig, _token(m, built, sig, **changes)) == expected  # type: ignore[arg-type]
     assert not built.state.initialized
 
 

@@ -15,6 +15,7 @@ from sgxsim.hw.arch import (
     PAGE_SIZE,
     EnclsLeaf,
     Fault,
+    LeafResult,
     PageType,
     Pcmd,
     SgxStatus,
@@ -498,7 +499,7 @@ def test_eldu_operand_checks(m: Machine, encl: Enclave) -> None:
         secs: int = encl.secs_phys,
         pcmd_off: int = 0,
         src_off: int = 0,
-    ) -> object:
+    ) -> LeafResult:
         page = m.dram.alloc_page()
         m.dram.write(
             page + rbx_off,

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from sgxsim.hw.arch import EnclsLeaf, Fault, PageType, SgxStatus, gp0, secinfo_flags
+from sgxsim.hw.arch import EnclsLeaf, Fault, LeafResult, PageType, SgxStatus, gp0, secinfo_flags
 from sgxsim.hw.encls import validate_epcm
 from sgxsim.hw.machine import Machine
 
@@ -58,7 +58,7 @@ def _eaug(
     secinfo: int = 0,
     secs: int | None = None,
     linaddr: int | None = None,
-) -> object:
+) -> LeafResult:
     page = m.dram.alloc_page()
     la = encl.base + offset if linaddr is None else linaddr
     m.dram.write(

@@ -83,7 +83,8 @@ class EpcmStateMachine(RuleBasedStateMachine):
 
     def _page(self, data: st.DataObject) -> int:
         """A page index: usually a valid page, sometimes any page."""
-        if self.shadow_valid and data.draw(st.integers(0, 3)):
+        want_valid: int = data.draw(st.integers(0, 3))
+        if self.shadow_valid and want_valid:
             return data.draw(st.sampled_from(sorted(self.shadow_valid)))
         return data.draw(st.integers(0, NPAGES - 1))
 

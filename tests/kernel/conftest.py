@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from kernel_helpers import World, make_world
+from tests.kernel.kernel_helpers import World, make_world
 
 
 @pytest.fixture

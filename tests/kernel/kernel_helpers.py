@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sgxsim.hw import crypto
 from sgxsim.hw.arch import PAGE_SIZE, Attributes, PageType, Secs, Sigstruct, Tcs, secinfo_flags
+from sgxsim.hw.cpu import Pte
 from sgxsim.hw.enclu import program_image
 from sgxsim.hw.epc import EpcSectionConfig
 from sgxsim.hw.machine import DEFAULT_EPC_BASE, Machine, MachineConfig
@@ -323,3 +324,10 @@ def build_enclave(
 
 def seeded(seed: int) -> random.Random:
     return random.Random(seed)
+
+
+def pte_of(proc: Process, va: int) -> Pte:
+    """The PTE mapping ``va`` in ``proc`` (the test fails if there is none)."""
+    pte = proc.mm.lookup(va)
+    assert pte is not None, f"no PTE for {va:#x}"
+    return pte

@@ -6,14 +6,14 @@ import struct
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kernel_helpers import create_enclave, make_world
+from tests.kernel.kernel_helpers import World, create_enclave, make_world
 
 from sgxsim.hw.arch import PAGE_SIZE, EnclsLeaf, PageType, secinfo_flags
 from sgxsim.kernel import uapi as U  # noqa: N812
 from sgxsim.kernel.main import KernelConfig
 
 
-def _snapshot(w) -> tuple:  # type: ignore[no-untyped-def]
+def _snapshot(w: World) -> tuple[object, ...]:
     k = w.kernel
     m = w.machine
     e = m.epc.epcm
@@ -87,7 +87,7 @@ def _run(batch: bool, epc_pages: int, chunks: list[int], dup: int | None, fill: 
             p.ioctl(fd, U.SGX_IOC_ENCLAVE_ADD_PAGES, arg)
             results.append((0, arg.count))
         except OSError as exc:
-            results.append((exc.errno, arg.count))
+            results.append((exc.errno or 0, arg.count))
         offset += n
         p.munmap(src, n * PAGE_SIZE)
     snap = _snapshot(w)
@@ -156,7 +156,7 @@ def test_batch_path_is_taken_and_failure_unwinds_exactly() -> None:
 
 
 def test_eremove_many_equals_single(world) -> None:  # type: ignore[no-untyped-def]
-    from kernel_helpers import build_enclave
+    from tests.kernel.kernel_helpers import build_enclave
 
     from sgxsim.kernel import encls as E  # noqa: N812
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, rule
-from kernel_helpers import (
+from tests.kernel.kernel_helpers import (
     OP_CHECK,
     OP_EACCEPT,
     OP_FILL,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kernel_helpers import World, make_world, signing_key
+from tests.kernel.kernel_helpers import World, make_world, signing_key
 
 from sgxsim.errors import InvalidArgument
 from sgxsim.hw.arch import (
@@ -507,7 +507,7 @@ def test_remove_all_is_busy_while_a_vcpu_is_inside(guest: Guest) -> None:
 
 def test_svn_zap_of_guest_pages() -> None:
     svn_mod = pytest.importorskip("sgxsim.kernel.svn")
-    from kernel_helpers import small_machine
+    from tests.kernel.kernel_helpers import small_machine
 
     try:
         hk = Kernel(small_machine(HOST_PAGES), svn=svn_mod.SvnConfig(policy="explicit-trigger", vepc="zap"))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
 import struct
+from typing import Any
 
 import pytest
-from kernel_helpers import (
+from tests.kernel.kernel_helpers import (
     DATA2,
     TCS1,
     World,
@@ -20,7 +22,7 @@ from kernel_helpers import (
     sign,
 )
 
-from sgxsim.hw.arch import PAGE_SIZE, Attributes, PageType, Secs, SgxStatus, secinfo_flags
+from sgxsim.hw.arch import PAGE_SIZE, Attributes, PageType, Secs, SgxStatus, Sigstruct, secinfo_flags
 from sgxsim.kernel import uapi as U  # noqa: N812
 from sgxsim.kernel.encl import SGX_ENCL_CREATED, SGX_ENCL_DEBUG, SGX_ENCL_INITIALIZED, SGX_ENCL_IOCTL
 from sgxsim.kernel.locking import NullScheduler
@@ -446,9 +448,7 @@ def test_init_success(world: World) -> None:
     world.check()
 
 
-def _mutate(sig, **changes):  # type: ignore[no-untyped-def]
-    import dataclasses
-
+def _mutate(sig: Sigstruct, **changes: Any) -> Sigstruct:
     return dataclasses.replace(sig, **changes)
 
 
@@ -498,7 +498,7 @@ def test_init_errors(world: World, case: str, expected: int) -> None:
     elif case == "bad_measurement":
         p2 = p.file(fd).private_data
         assert p2 is not None
-        from kernel_helpers import sign as resign
+        from tests.kernel.kernel_helpers import sign as resign
 
         arg = U.sgx_enclave_init(sigstruct=p.alloc(resign(0x40000, [], attrs).pack()))
     assert _errno(p.ioctl, fd, U.SGX_IOC_ENCLAVE_INIT, arg) == expected
@@ -674,7 +674,7 @@ def test_modify_types_result_on_sgx_error(world: World) -> None:
 def test_modify_types_reg_to_tcs_needs_rw(world: World) -> None:
     p = world.proc()
     encl = build_enclave(p)
-    from kernel_helpers import CODE
+    from tests.kernel.kernel_helpers import CODE
 
     arg = U.sgx_enclave_modify_types(offset=CODE, length=PAGE_SIZE, page_type=PageType.PT_TCS)
     assert _errno(p.ioctl, encl.fd, U.SGX_IOC_ENCLAVE_MODIFY_TYPES, arg) == errno.EPERM
@@ -691,7 +691,7 @@ def test_remove_pages_requires_trim_and_eaccept(world: World) -> None:
     rem = U.sgx_enclave_remove_pages(offset=DATA2, length=PAGE_SIZE)
     assert _errno(p.ioctl, encl.fd, U.SGX_IOC_ENCLAVE_REMOVE_PAGES, rem) == errno.EPERM
     assert rem.count == 0
-    from kernel_helpers import OP_EACCEPT, Op
+    from tests.kernel.kernel_helpers import OP_EACCEPT, Op
 
     from sgxsim.hw.arch import SecinfoFlags
 

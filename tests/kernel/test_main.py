@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kernel_helpers import DATA1, OP_CHECK, OP_FILL, Op, World, build_enclave, make_world, small_machine
+from tests.kernel.kernel_helpers import (
+    DATA1,
+    OP_CHECK,
+    OP_FILL,
+    Op,
+    World,
+    build_enclave,
+    make_world,
+    small_machine,
+)
 
 from sgxsim.hw.arch import PAGE_SIZE, EnclsLeaf, PageType
 from sgxsim.hw.epc import EpcSectionConfig
@@ -82,8 +91,8 @@ def test_alloc_errors_enomem_ebusy_erestartsys(world: World) -> None:
     k = world.kernel
     held = [k.sgx_alloc_epc_page(EpcOwner.VEPC, 9, i, False) for i in range(256)]
     assert k.sgx_alloc_epc_page(EpcOwner.VEPC, 9, 0, True) == -errno.ENOMEM  # nothing reclaimable
-    for p in held:
-        k.sgx_free_epc_page(p)
+    for page_ in held:
+        k.sgx_free_epc_page(page_)
     p = world.proc()
     build_enclave(p, heap_pages=8)
     hog = []
@@ -388,11 +397,11 @@ def test_kexec_leaves_dirty_epc_sanitized_in_two_passes() -> None:
         calls.append(int((out != 0).sum()))
         return out
 
-    kencls.eremove_many = count  # type: ignore[assignment]
+    kencls.eremove_many = count
     try:
         k2 = Kernel(m)
     finally:
-        kencls.eremove_many = orig  # type: ignore[assignment]
+        kencls.eremove_many = orig
     # Pass 1 fails exactly on the SECS (its children come after it), pass 2 removes it.
     assert calls == [1, 0]
     assert m.epc.nr_valid() == 0 and k2.sgx_nr_free_pages.read() == 128

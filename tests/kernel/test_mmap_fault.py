@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 
 import pytest
-from kernel_helpers import CODE, DATA1, DATA2, RW, RWX, RX, World, build_enclave, make_world
+from tests.kernel.kernel_helpers import CODE, DATA1, DATA2, RW, RWX, RX, World, build_enclave, make_world
 
 from sgxsim.hw.arch import PAGE_SIZE, Attributes, PageType
 from sgxsim.kernel import uapi as U  # noqa: N812
@@ -123,7 +123,7 @@ def test_fault_wider_than_page_prot_is_sigbus(world: World) -> None:
     """A mapping made before the page existed may be wider than its max prot: the fault refuses."""
     import struct
 
-    from kernel_helpers import create_enclave
+    from tests.kernel.kernel_helpers import create_enclave
 
     from sgxsim.hw.arch import secinfo_flags
 

@@ -6,7 +6,7 @@ import errno
 import os
 
 import pytest
-from kernel_helpers import World
+from tests.kernel.kernel_helpers import World, pte_of
 
 from sgxsim.errors import InvalidArgument
 from sgxsim.hw.arch import PAGE_SIZE
@@ -29,10 +29,10 @@ def test_anonymous_memory_zero_page_then_cow(world: World) -> None:
     a = p.mmap(0, 3 * PAGE_SIZE, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS, -1, 0)
     assert a % PAGE_SIZE == 0
     assert p.read(a + 10, 5) == bytes(5)
-    assert p.mm.lookup(a).phys == k.zero_page and not p.mm.lookup(a).writable
+    assert pte_of(p, a).phys == k.zero_page and not pte_of(p, a).writable
     p.write(a + PAGE_SIZE - 2, b"hello")  # crosses a page boundary
     assert p.read(a + PAGE_SIZE - 2, 5) == b"hello"
-    assert p.mm.lookup(a).phys != k.zero_page
+    assert pte_of(p, a).phys != k.zero_page
     assert p.read(a, 4) == bytes(4)
     used = k.dram_pages
     p.munmap(a, 3 * PAGE_SIZE)

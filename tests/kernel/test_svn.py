@@ -12,11 +12,12 @@ import struct
 from collections.abc import Iterator
 
 import pytest
-from kernel_helpers import (
+from tests.kernel.kernel_helpers import (
     OP_GET,
     Op,
     World,
     build_enclave,
+    pte_of,
     small_machine,
 )
 
@@ -27,6 +28,7 @@ from sgxsim.kernel import uapi as U  # noqa: N812
 from sgxsim.kernel.encl import SGX_ENCL_DEAD
 from sgxsim.kernel.locking import NullScheduler
 from sgxsim.kernel.main import SGX_EPC_PAGE_GUEST, SGX_EPC_PAGE_VA, EpcOwner, Kernel
+from sgxsim.kernel.policy import SvnPolicy
 from sgxsim.kernel.process import FAULT_FLAG_ALLOW_RETRY, Process, ProcessSignal
 from sgxsim.kernel.svn import SVN_RETRY_LOOPS, SvnConfig, SvnUpdate, sgx_epc_pages_valid
 from sgxsim.kernel.virt import sgx_virt_ecreate
@@ -72,7 +74,7 @@ def last(w: World) -> SvnUpdate:
 
 def test_config_rejects_bad_values() -> None:
     with pytest.raises(InvalidArgument, match="svn_update_policy"):
-        SvnConfig(policy="reboot")
+        SvnConfig(policy="reboot")  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument, match="vepc"):
         SvnConfig(vepc="halt")
     with pytest.raises(InvalidArgument, match="trigger_mode"):
@@ -100,7 +102,7 @@ def test_kexec_init_path_raises_cpusvn() -> None:
     """kexec: no reset, no new snapshot. A kernel without the hook leaves CPUSVN old after a late
     load; the next kernel's init-time EUPDATESVN raises it."""
     m = small_machine(64)
-    old = Kernel(m, svn=SvnConfig(policy="none"))
+    old = Kernel(m, svn=SvnConfig(policy=SvnPolicy.NONE))
     assert old.svn.updates == []
     before = m.cpusvn
     cur = m.cpus[0].ucode
@@ -372,7 +374,7 @@ def test_einit_and_provision_guard(as_posted: bool) -> None:
     k = w.kernel
     p = w.proc()
     e = build_enclave(p, init=False, mmap=False)
-    from kernel_helpers import enclave_pages, sign
+    from tests.kernel.kernel_helpers import enclave_pages, sign
 
     pages = enclave_pages(1)
     sig = sign(e.size, pages, int(Attributes.MODE64BIT))
@@ -502,9 +504,9 @@ def _guest_enclave(w: World, p: Process) -> tuple[int, int]:
     finally:
         k.current_proc = None
     # A guest EADD straight on the hardware.
-    secs_phys = p.mm.lookup(addr).phys
+    secs_phys = pte_of(p, addr).phys
     p.read(addr + PAGE_SIZE, 1)
-    page_phys = p.mm.lookup(addr + PAGE_SIZE).phys
+    page_phys = pte_of(p, addr + PAGE_SIZE).phys
     si, src, pi = m.dram.alloc_page(), m.dram.alloc_page(), m.dram.alloc_page()
     m.dram.write(si, struct.pack("<Q", secinfo_flags(PageType.PT_REG, 3)) + bytes(56))
     m.dram.write(pi, struct.pack("<QQQQ", 0x100000, src, si, secs_phys))
@@ -594,7 +596,7 @@ def test_explicit_trigger_unsupported_and_wrong_policy() -> None:
     from sgxsim.rand import Rng
 
     m = Machine(MachineConfig(eupdatesvn=False), Rng(1))
-    k = Kernel(m, svn=SvnConfig(policy="explicit-trigger"))
+    k = Kernel(m, svn=SvnConfig(policy=SvnPolicy.EXPLICIT_TRIGGER))
     assert k.svn.update_svn_store() == -errno.EOPNOTSUPP
     assert svn_world(16).kernel.svn.update_svn_store() == -errno.EINVAL
 

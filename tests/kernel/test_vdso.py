@@ -6,7 +6,7 @@ from __future__ import annotations
 import ctypes
 
 import pytest
-from kernel_helpers import (
+from tests.kernel.kernel_helpers import (
     CODE,
     DATA2,
     OP_EACCEPT,
@@ -188,7 +188,7 @@ def test_enclu_fault_reports_the_leaf(world: World) -> None:
 def test_interrupt_aex_is_transparent(world: World) -> None:
     p = world.proc()
     encl = build_enclave(p)
-    fired = []
+    fired: list[object] = []
 
     def step(lp):  # type: ignore[no-untyped-def]
         if not fired:

@@ -7,7 +7,7 @@ import errno
 import struct
 
 import pytest
-from kernel_helpers import World, make_world
+from tests.kernel.kernel_helpers import World, make_world, pte_of
 
 from sgxsim.hw.arch import PAGE_SIZE, Attributes, EnclsLeaf, PageType, Secs, secinfo_flags
 from sgxsim.kernel import uapi as U  # noqa: N812
@@ -45,9 +45,9 @@ def _guest_secs(world: World, p: Process, secs_va: int, base: int = 0x100000) ->
 def _guest_eadd(world: World, p: Process, secs_va: int, page_va: int, linaddr: int) -> None:
     """A guest EADD straight on the hardware (guest EPC = host EPC pages through EPT)."""
     m = world.machine
-    secs_phys = p.mm.lookup(secs_va).phys
+    secs_phys = pte_of(p, secs_va).phys
     p.read(page_va, 1)  # fault the vEPC page in
-    page_phys = p.mm.lookup(page_va).phys
+    page_phys = pte_of(p, page_va).phys
     si = m.dram.alloc_page()
     m.dram.write(si, struct.pack("<Q", secinfo_flags(PageType.PT_REG, 3)) + bytes(56))
     src = m.dram.alloc_page()
@@ -140,7 +140,7 @@ def test_zombie_secs_with_child_in_other_instance(world: World) -> None:
 def test_vepc_fault_ebusy_retries_after_ksgxd() -> None:
     """With the EPC full of reclaimable enclave pages, the fault gets -EBUSY (no direct reclaim),
     returns VM_FAULT_RETRY, ksgxd runs, and the retried fault succeeds."""
-    from kernel_helpers import build_enclave
+    from tests.kernel.kernel_helpers import build_enclave
 
     w = make_world(128)
     p = w.proc()

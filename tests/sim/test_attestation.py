@@ -41,6 +41,7 @@ from sgxsim.hw.machine import Machine, MachineConfig
 from sgxsim.kernel import uapi
 from sgxsim.kernel.encl import SGX_ENCL_DEAD, SgxEncl
 from sgxsim.kernel.main import Kernel, validate_epc
+from sgxsim.kernel.policy import SvnPolicy
 from sgxsim.kernel.process import Process
 from sgxsim.kernel.svn import SvnConfig
 from sgxsim.rand import Rng
@@ -308,7 +309,7 @@ def up_to_date_at_boot() -> TcbDescription:
 
 
 SECRET = b"customer database key, sealed at boot"
-UPDATE_POLICIES = ("rfc-v2-teardown", "explicit-trigger", "linux-6.19-on-open")
+UPDATE_POLICIES = tuple(p for p in SvnPolicy if p is not SvnPolicy.NONE)
 
 
 def sealed_keyrequest(blob: bytes) -> Keyrequest:
@@ -318,7 +319,7 @@ def sealed_keyrequest(blob: bytes) -> Keyrequest:
 
 @pytest.mark.parametrize("policy", UPDATE_POLICIES)
 def test_end_to_end_recovery_update_reattest_and_unseal(
-    intel_key: rsa.RSAPrivateKey, isv_key: rsa.RSAPrivateKey, policy: str
+    intel_key: rsa.RSAPrivateKey, isv_key: rsa.RSAPrivateKey, policy: SvnPolicy
 ) -> None:
     """Issue 5 item 8: boot UpToDate -> TCB recovery (OutOfDate, refused) -> late load + EUPDATESVN
     (old enclaves destroyed) -> new enclaves and a restarted QE with a new PCK certificate attest

@@ -54,7 +54,8 @@ def _report(comparison: bool = True) -> Report:
             "[    3.000000] microcode: updated early: 0xd0003a5 -> 0xd0003b9",
             "[    3.040000] sgx: SVN updated",
         ],
-        warnings=1,
+        kernel_warnings=1,
+        warnings=[{"key": "event[0].at", "line": 3, "message": "ran 4.4s late"}],
         comparison=[
             {"policy": "rfc-v2-teardown", "enclaves_destroyed": 4, "time_to_attested_ns": 1_200_000_000},
             {"policy": "linux-6.19-on-open", "enclaves_destroyed": 0, "time_to_attested_ns": None, "x": 1},
@@ -107,6 +108,7 @@ def test_json_key_order_is_stable() -> None:
         "enclaves",
         "verdicts",
         "kernel_log",
+        "kernel_warnings",
         "warnings",
         "comparison",
     ]
@@ -269,7 +271,8 @@ def test_write_outputs(tmp_path: Path) -> None:
         ({"summary": [("only-one",)]}, "summary"),
         ({"enclaves": ["enclave-0"]}, "EnclaveRow"),
         ({"verdicts": [("t", "e")]}, "Verdict"),
-        ({"warnings": -2}, "warnings"),
+        ({"kernel_warnings": -2}, "kernel_warnings"),
+        ({"warnings": [{"key": "k"}]}, "warnings"),
         ({"comparison": [{"faults": 1}]}, "policy"),
         ({"narrative": "one string"}, "narrative"),
     ],

@@ -162,11 +162,20 @@ def test_parse_size(text: str, value: int) -> None:
     assert parse_size(text) == value
 
 
-@pytest.mark.parametrize(
-    ("text", "value"), [("1s", 10**9), ("2.5ms", 2_500_000), ("30d", 30 * 86_400 * 10**9)]
-)
+@pytest.mark.parametrize(("text", "value"), [("1s", 10**9), ("2.5ms", 2_500_000), ("7d", 7 * 86_400 * 10**9)])
 def test_parse_duration(text: str, value: int) -> None:
     assert parse_duration(text) == value
+
+
+def test_parse_duration_caps_at_seven_days_and_names_a_missing_unit() -> None:
+    with pytest.raises(ScenarioError, match="longer than the limit of 7d"):
+        parse_duration("99999999999999999999999s")
+    with pytest.raises(ScenarioError, match="longer than the limit of 7d"):
+        parse_duration(9223372036854775807)
+    assert parse_duration("30d", hi=31 * 86_400 * 10**9) == 30 * 86_400 * 10**9
+    with pytest.raises(ScenarioError, match="has no unit") as info:
+        parse_duration("1500", "--at")
+    assert "expected" not in str(info.value)
 
 
 @pytest.mark.parametrize("bad", ["", "1 fortnight", True, -1, "1.5MiB"])

@@ -16,7 +16,7 @@ from sgxsim.hw.arch import SgxStatus
 from sgxsim.rand import Rng
 from sgxsim.sim.explore import Violation, explore, replay
 from sgxsim.sim.sched import DeterministicScheduler, RandomWalk
-from sgxsim.sim.svn_explore import (
+from sgxsim.sim.svn import (
     SCENARIOS,
     EnclaveKit,
     SvnWorld,
@@ -204,6 +204,7 @@ def test_guest_zap_guest_loses_epc_and_rebuilds(kit: EnclaveKit, seed: int) -> N
     w, sched = run_world(kit, "guest-zap", seed)
     with sched:
         (rec,) = w.updates("late_load")
+        assert w.vm is not None
         assert rec.result_name == "SUCCESS" and rec.vepc_pages_zapped == w.vm.config.epc_pages[0]
         assert w.guest_built and w.guest_lost == 1 and w.guest_rebuilt == 1
         assert any(e[1] == "enclave_lost" for e in w.events) and not w.errors and not w.guest_problems

@@ -10,8 +10,9 @@
 ``SCENARIO`` may be the word ``demo`` for the embedded scenario. Every command takes ``--json``,
 ``--seed``, ``-v``/``-q``; ``demo``/``run``/``compare`` write their output folder (``--out``):
 ``report.json``, ``report.md``, ``timeline.png``, ``trace.json``, ``kernel.log`` (and
-``comparison.png`` for ``compare``). Exit codes: 0 ok; 1 scenario error or failed check
-(``--strict``: a kernel WARN fired); 2 usage error. docs/cli.md is the manual.
+``comparison.png`` for ``compare``) and ``run.json``, atomically (:mod:`sgxsim.cli.output`).
+Exit codes (:mod:`sgxsim.cli.boundary`): 0 ok; 1 a failed check (``--strict``: a kernel WARN
+fired); 2 usage error or invalid scenario; 130 interrupted. docs/cli.md is the manual.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from sgxsim.errors import InvalidArgument, ScenarioError
+from sgxsim.cli.boundary import EXIT_FAILED, EXIT_USAGE, CliError, current_interrupt
+from sgxsim.cli.output import OutputFolder, output_folder
+from sgxsim.errors import ScenarioError
 from sgxsim.kernel.policy import SvnPolicy
 from sgxsim.sim.report import Report, Scalar, write_outputs
 from sgxsim.sim.runner import RUN_POLICIES, WHAT_IF_POLICY, Runner, RunResult, policy_label
-from sgxsim.sim.scenario import Scenario, load_scenario, parse_duration
+from sgxsim.sim.scenario import Scenario, format_ns_short, load_scenario, parse_duration
 from sgxsim.sim.timeline import COMPARISON_METRICS
 
 __all__ = ["compare", "demo", "inspect", "run"]
@@ -46,22 +49,6 @@ def _load(spec: str) -> Scenario:
 
         return demo_scenario()
     return load_scenario(spec)
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"sgxsim: error: {message}", err=True)
-    sys.exit(code)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """Scenario errors exit 1 with the key path and line; bad option values exit 2."""
-    try:
-        yield
-    except ScenarioError as err:
-        _fail(str(err), 1)
-    except InvalidArgument as err:
-        _fail(str(err), 2)
 
 
 @contextmanager
@@ -123,9 +110,22 @@ def _policy_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _execute(scenario: Scenario, seed: int | None, policy: str | None, show_progress: bool) -> RunResult:
+    """Run under Ctrl-C deferral: an interrupt is raised between two events (a safe point)."""
     label = f"{scenario.name} [{policy_label(policy or scenario.machine.svn_update_policy)}]"
-    with _progress(show_progress, label) as cb:
-        return Runner(scenario, seed=seed, policy=policy, progress=cb).run()
+    flag = current_interrupt()
+    with _progress(show_progress, label) as bar, flag.deferred():
+
+        def progress(now_ns: int, end_ns: int) -> None:
+            if bar is not None:
+                bar(now_ns, end_ns)
+            flag.check()
+
+        return Runner(scenario, seed=seed, policy=policy, progress=progress).run()
+
+
+def _open_out(out_dir: Path, command: str, seed: int | None, **arguments: Any) -> Any:
+    """The output folder of a run, checked before the run starts (:mod:`sgxsim.cli.output`)."""
+    return output_folder(out_dir, command, seed, arguments)
 
 
 def _print_run(console: Console, report: Report, verbose: int, quiet: bool, paths: dict[str, Path]) -> None:
@@ -151,14 +151,19 @@ def _print_run(console: Console, report: Report, verbose: int, quiet: bool, path
     console.print(f"Wrote {', '.join(sorted(paths))} to {folder}", highlight=False)
 
 
-def _finish(result: RunResult, out_dir: Path, as_json: bool, verbose: int, quiet: bool, strict: bool) -> None:
-    paths = write_outputs(out_dir, result.report, result.trace, result.timeline)
+def _finish(
+    result: RunResult, folder: OutputFolder, as_json: bool, verbose: int, quiet: bool, strict: bool
+) -> None:
+    write_outputs(folder.tmp, result.report, result.trace, result.timeline)
+    paths = folder.commit()
     if as_json:
         click.echo(result.report.to_json(), nl=False)
     else:
         _print_run(Console(file=sys.stdout), result.report, verbose, quiet, paths)
     if strict and result.report.warnings:
-        _fail(f"{result.report.warnings} kernel WARN(s) during the run (see kernel.log)", 1)
+        raise CliError(
+            f"{result.report.warnings} kernel WARN(s) during the run (see kernel.log)", EXIT_FAILED
+        )
 
 
 @click.command()
@@ -181,9 +186,10 @@ def demo(
     """
     from sgxsim.sim.demo import demo_scenario
 
-    with _errors():
-        result = _execute(demo_scenario(), seed, policy, not (as_json or quiet))
-        _finish(result, out_dir, as_json, verbose, quiet, strict)
+    sc = demo_scenario()
+    with _open_out(out_dir, "demo", sc.seed if seed is None else seed, policy=policy) as folder:
+        result = _execute(sc, seed, policy, not (as_json or quiet))
+        _finish(result, folder, as_json, verbose, quiet, strict)
 
 
 @click.command()
@@ -191,6 +197,11 @@ def demo(
 @_common
 @_outputs
 @_policy_option
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Check the scenario and print its plan (as `sgxsim validate`); run nothing.",
+)
 def run(
     scenario: str,
     seed: int | None,
@@ -200,12 +211,20 @@ def run(
     out_dir: Path,
     strict: bool,
     policy: str | None,
+    dry_run: bool,
 ) -> None:
     """Run a scenario file (docs/scenarios.md) and write the same outputs as demo."""
-    with _errors():
-        sc = _load(scenario)
+    sc = _load(scenario)
+    if dry_run:
+        from sgxsim.cli.validate import print_plan
+
+        print_plan(sc, as_json=as_json, policy=policy)
+        return
+    with _open_out(
+        out_dir, "run", sc.seed if seed is None else seed, scenario=scenario, policy=policy
+    ) as folder:
         result = _execute(sc, seed, policy, not (as_json or quiet))
-        _finish(result, out_dir, as_json, verbose, quiet, strict)
+        _finish(result, folder, as_json, verbose, quiet, strict)
 
 
 def _parse_policies(text: str) -> list[str]:
@@ -261,8 +280,10 @@ def compare(
     pols = _parse_policies(policies)
     if what_if and WHAT_IF_POLICY not in pols:
         pols.append(WHAT_IF_POLICY)
-    with _errors():
-        sc = _load(scenario)
+    sc = _load(scenario)
+    with _open_out(
+        out_dir, "compare", sc.seed if seed is None else seed, scenario=scenario, policies=pols
+    ) as folder:
         results = [_execute(sc, seed, p, not (as_json or quiet)) for p in pols]
         base = results[0]
         rows: list[dict[str, Scalar]] = []
@@ -274,15 +295,16 @@ def compare(
             row["verdicts_refused"] = res.metrics.get("verdicts_refused")
             rows.append(row)
         base.report.comparison = rows
-        paths = write_outputs(out_dir, base.report, base.trace, base.timeline)
+        write_outputs(folder.tmp, base.report, base.trace, base.timeline)
+        paths = folder.commit()
         if as_json:
             click.echo(base.report.to_json(), nl=False)
         elif not quiet:
             console = Console(file=sys.stdout)
             base.report.render_rich(console)
             console.print(f"Wrote {', '.join(sorted(paths))} to {out_dir}", highlight=False)
-        if strict and any(r.report.warnings for r in results):
-            _fail("kernel WARN(s) during a run (see kernel.log)", 1)
+        if strict and any(r.report.kernel_warnings for r in results):
+            raise CliError("kernel WARN(s) during a run (see kernel.log)", EXIT_FAILED)
 
 
 @click.command()
@@ -322,9 +344,14 @@ def inspect(
     try:
         at_ns = parse_duration(at, "--at")
     except ScenarioError as err:
-        raise click.BadParameter(str(err), param_hint="--at") from None
-    with _errors():
-        sc = _load(scenario)
+        raise click.BadParameter(err.message, param_hint="--at") from None
+    sc = _load(scenario)
+    if at_ns > sc.duration:
+        raise CliError(
+            f"--at {at}: after the end of scenario {sc.name!r}, which lasts {format_ns_short(sc.duration)}",
+            EXIT_USAGE,
+        )
+    with current_interrupt().deferred():
         data = inspect_machine(
             sc, at_ns, seed=seed, policy=policy, enclave=enclave, state=state, page=page, limit=limit
         )

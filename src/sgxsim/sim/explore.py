@@ -828,6 +828,7 @@ def explore(
     check_every: int = 1,
     trace_len: int = DEFAULT_TRACE_LEN,
     log_tail: int = DEFAULT_LOG_TAIL,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ExploreResult:
     """Run ``schedules`` interleavings of ``program``, checking its invariants after every step.
 
@@ -837,7 +838,8 @@ def explore(
     longest schedule seen so far) or ``"both"`` (random on even, pct on odd indices).
     ``max_steps`` bounds each schedule (beyond it: a "terminates" violation);
     ``time_budget_steps`` bounds the total steps (no new schedule starts past it);
-    ``stop_on_first`` stops at the first violating schedule.
+    ``stop_on_first`` stops at the first violating schedule. ``progress(done, schedules)`` is
+    called after every schedule (a safe point: no model code is on the stack).
     Outcomes: an :class:`ExploreResult`; ``InvalidArgument`` for a bad parameter or
     program; an exception raised by ``setup`` propagates.
     """
@@ -881,6 +883,8 @@ def explore(
         longest = max(longest, out.steps)
         completed += out.completed
         _add_counts(counts, out.counts)
+        if progress is not None:
+            progress(ran, schedules)
         if out.violation is not None:
             violations.append(out.violation)
             if stop_on_first:

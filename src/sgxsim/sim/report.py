@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 #: The ``format`` field of every report; bump when the schema changes incompatibly.
-REPORT_FORMAT = "sgxsim-report/1"
+REPORT_FORMAT = "sgxsim-report/2"
 
 Scalar = str | int | float | bool | None
 
@@ -128,6 +128,10 @@ class EnclaveRow:
         }
 
 
+def _warning_dict(w: dict[str, Scalar]) -> dict[str, Scalar]:
+    return {"key": w.get("key"), "line": w.get("line"), "message": w.get("message")}
+
+
 def _verdict_dict(v: Verdict) -> dict[str, Any]:
     return {
         "t_ns": v.t_ns,
@@ -157,8 +161,11 @@ class Report:
     enclaves: list[EnclaveRow] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
     kernel_log: list[str] = field(default_factory=list)
-    warnings: int = 0
+    #: Kernel WARNs logged during the run.
+    kernel_warnings: int = 0
     comparison: list[dict[str, Scalar]] = field(default_factory=list)
+    #: What the run had to change from what the scenario says: ``{"key", "line", "message"}``.
+    warnings: list[dict[str, Scalar]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -185,7 +192,10 @@ class Report:
                 raise InvalidArgument(f"verdicts[{i}] must be a Verdict, got {verdict!r}")
         for i, line in enumerate(_list(self.kernel_log, "kernel_log")):
             _str(line, f"kernel_log[{i}]", empty=True)
-        _nat(self.warnings, "warnings")
+        _nat(self.kernel_warnings, "kernel_warnings")
+        for i, wrow in enumerate(_list(self.warnings, "warnings")):
+            _scalar_map(wrow, f"warnings[{i}]")
+            _str(wrow.get("message"), f"warnings[{i}]['message']")
         for i, crow in enumerate(_list(self.comparison, "comparison")):
             _scalar_map(crow, f"comparison[{i}]")
             _str(crow.get("policy"), f"comparison[{i}]['policy']")
@@ -207,7 +217,8 @@ class Report:
             "enclaves": [e.to_dict() for e in self.enclaves],
             "verdicts": [_verdict_dict(v) for v in self.verdicts],
             "kernel_log": list(self.kernel_log),
-            "warnings": self.warnings,
+            "kernel_warnings": self.kernel_warnings,
+            "warnings": [_warning_dict(w) for w in self.warnings],
             "comparison": [_comparison_row(row) for row in self.comparison],
         }
 
@@ -234,7 +245,8 @@ class Report:
                 enclaves=[EnclaveRow(**row) for row in data["enclaves"]],
                 verdicts=[Verdict(**row) for row in data["verdicts"]],
                 kernel_log=list(data["kernel_log"]),
-                warnings=data["warnings"],
+                kernel_warnings=data["kernel_warnings"],
+                warnings=[dict(w) for w in data["warnings"]],
                 comparison=[dict(row) for row in data["comparison"]],
             )
         except InvalidArgument:
@@ -261,7 +273,10 @@ class Report:
         out.append(f"- policy: `{_md_inline(self.policy)}`")
         for key, value in _scalar_map(self.machine, "machine").items():
             out.append(f"- {_md_inline(_label(key))}: {_md_inline(_fmt(key, value))}")
-        out.append(f"- kernel WARNs: {self.warnings}")
+        out.append(f"- kernel WARNs: {self.kernel_warnings}")
+        for w in self.warnings:
+            where = f"{w.get('key')}" + (f" (line {w.get('line')})" if w.get("line") is not None else "")
+            out.append(f"- warning: {_md_inline(where)}: {_md_inline(str(w.get('message')))}")
         out.append("")
         if self.narrative:
             out += ["## Narrative", ""]
@@ -332,9 +347,12 @@ class Report:
             Text.assemble(
                 ("sgxsim ", "bold"),
                 (self.scenario, "bold cyan"),
-                f"  policy {self.policy}  seed {self.seed}  kernel WARNs {self.warnings}",
+                f"  policy {self.policy}  seed {self.seed}  kernel WARNs {self.kernel_warnings}",
             )
         )
+        for w in self.warnings:
+            where = f"{w.get('key')}" + (f" (line {w.get('line')})" if w.get("line") is not None else "")
+            console.print(Text.assemble(("warning: ", "bold yellow"), f"{where}: {w.get('message')}"))
         summary = Table(title="Summary", show_header=True, header_style="bold")
         summary.add_column("Item")
         summary.add_column("Value", justify="right")
@@ -475,7 +493,17 @@ def report_schema() -> dict[str, Any]:
                     ),
                 },
                 "kernel_log": strings,
-                "warnings": nat,
+                "kernel_warnings": nat,
+                "warnings": {
+                    "type": "array",
+                    "items": obj(
+                        {
+                            "key": {"type": ["string", "null"]},
+                            "line": {"type": ["integer", "null"]},
+                            "message": {"type": "string"},
+                        }
+                    ),
+                },
                 "comparison": {
                     "type": "array",
                     "items": {

@@ -79,7 +79,14 @@ from sgxsim.sdk.sign import generate_signing_key, sign_enclave
 from sgxsim.sim.attestation import AttestationWorld, Platform, TcbRecovery, default_tcb_description
 from sgxsim.sim.clock import SimClock
 from sgxsim.sim.report import EnclaveRow, Report, Scalar
-from sgxsim.sim.scenario import EventSpec, Scenario, VmSpec, WorkloadSpec
+from sgxsim.sim.scenario import (
+    EventSpec,
+    Scenario,
+    VmSpec,
+    WorkloadSpec,
+    late_event_warning,
+    overrun_warning,
+)
 from sgxsim.sim.timeline import TimelineData, format_ns
 from sgxsim.sim.trace import DEFAULT_MAX_BYTES, TraceRecorder, Track
 
@@ -297,6 +304,8 @@ class Runner:
         self.generation = 0
         self._old_logs: list[str] = []
         self._old_warnings = 0
+        #: What the run had to change from the scenario as written (report.json ``warnings``).
+        self.warnings: list[dict[str, Scalar]] = []
         self.kernel = self._boot()
         #: Scenario times (``start``, ``at``, ``duration``) count from the end of the first boot.
         self.t0_ns = self.clock.now_ns()
@@ -428,6 +437,8 @@ class Runner:
             self._events_run += 1
             if self.progress is not None:
                 self.progress(min(self.clock.now_ns(), end), end)
+        if (w := overrun_warning(s, self.clock.now_ns() - end)) is not None:
+            self.warnings.append(w)
         self.clock.advance_to(end)
         if self.progress is not None:
             self.progress(end, end)
@@ -885,6 +896,8 @@ class Runner:
         self.narrative.append(f"t={format_ns(self.clock.now_ns())}: {text}")
 
     def _event(self, ev: EventSpec) -> None:
+        if (w := late_event_warning(ev, self.clock.now_ns() - (self.t0_ns + ev.at))) is not None:
+            self.warnings.append(w)
         self._enter_cpu(0)
         handler = {
             "microcode_load": self._ev_microcode,
@@ -1157,7 +1170,8 @@ class Runner:
             enclaves=enclaves,
             verdicts=list(verdicts),
             kernel_log=log,
-            warnings=warnings,
+            kernel_warnings=warnings,
+            warnings=list(self.warnings),
         )
         updates: list[dict[str, Scalar]] = [
             {

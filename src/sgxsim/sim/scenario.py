@@ -8,17 +8,22 @@ where the file has it, the line. docs/scenarios.md documents every key and
 
 from __future__ import annotations
 
+import codecs
 import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from sgxsim.errors import ScenarioError
 from sgxsim.kernel.policy import SvnPolicy
 
 __all__ = [
+    "MAX_DURATION_NS",
+    "MAX_SCENARIO_BYTES",
+    "MIN_CADENCE_NS",
     "EpcSectionSpec",
     "EventSpec",
     "MachineSpec",
@@ -28,8 +33,11 @@ __all__ = [
     "TcbSpec",
     "VmSpec",
     "WorkloadSpec",
+    "decode_utf8",
     "json_schema",
+    "late_event_warning",
     "load_scenario",
+    "overrun_warning",
     "parse_duration",
     "parse_scenario",
     "parse_size",
@@ -73,6 +81,18 @@ _SIZE_UNITS = {
     "T": 1 << 40,
     "TiB": 1 << 40,
 }
+#: The longest simulated time a scenario may describe (``duration`` and every time in it).
+MAX_DURATION_NS = 7 * 86_400_000_000_000
+#: The shortest cadence (``attest_every``, periodic work): below it a run would take minutes of
+#: wall time per simulated second.
+MIN_CADENCE_NS = 10_000_000
+#: The longest relying-party grace period (not simulated time: it may exceed a run).
+MAX_GRACE_NS = 365 * 86_400_000_000_000
+#: A scenario file larger than this is refused before it is read further (``sgxsim run /dev/zero``).
+MAX_SCENARIO_BYTES = 1 << 20
+#: The largest size of one enclave, VM or EPC budget a scenario may name: 8 sections of 512 GiB.
+MAX_SIZE_BYTES = 4 << 40
+
 _DUR_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|ms|s|min|h|d)\s*$")
 _DUR_UNITS = {
     "ns": 1,
@@ -89,30 +109,72 @@ def parse_size(value: object, key: str = "size") -> int:
     """Bytes from an int or a string such as ``"64MiB"``."""
     if isinstance(value, bool):
         raise ScenarioError(f"expected a size, got {value!r}", key=key)
+    n: int | None = None
     if isinstance(value, int):
         if value < 0:
             raise ScenarioError(f"size must be >= 0, got {value}", key=key)
-        return value
-    if isinstance(value, str):
+        n = value
+    elif isinstance(value, str):
         m = _SIZE_RE.match(value)
-        if m:
-            return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
-    raise ScenarioError(f'expected a size like 4096 or "64MiB", got {value!r}', key=key)
+        if m and len(m.group(1)) <= 40:
+            n = int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+    if n is None:
+        raise ScenarioError(f'expected a size like 4096 or "64MiB", got {_short(value)}', key=key)
+    if n > MAX_SIZE_BYTES:
+        raise ScenarioError(f"{_short(value)} is larger than the limit of 4 TiB", key=key)
+    return n
 
 
-def parse_duration(value: object, key: str = "duration") -> int:
-    """Simulated nanoseconds from an int (ns) or a string such as ``"2.5s"``, ``"30d"``."""
+def _short(value: object) -> str:
+    """``repr(value)``, cut to 60 characters for messages."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def parse_duration(value: object, key: str = "duration", *, hi: int | None = None) -> int:
+    """Simulated nanoseconds from an int (ns) or a string such as ``"2.5s"``, ``"30d"``.
+
+    ``hi`` bounds the result (default :data:`MAX_DURATION_NS`, the 7-day cap of a simulated
+    run); a value above it is an error, never a silent clamp.
+    """
+    cap = MAX_DURATION_NS if hi is None else hi
     if isinstance(value, bool):
         raise ScenarioError(f"expected a duration, got {value!r}", key=key)
     if isinstance(value, int):
         if value < 0:
             raise ScenarioError(f"duration must be >= 0, got {value}", key=key)
-        return value
-    if isinstance(value, str):
+        ns = value
+    elif isinstance(value, str):
         m = _DUR_RE.match(value)
-        if m:
-            return round(float(m.group(1)) * _DUR_UNITS[m.group(2)])
-    raise ScenarioError(f'expected a duration like "500ms", "2s" or an int of ns, got {value!r}', key=key)
+        if m is None:
+            if value.strip().isdigit():
+                num = value.strip()[:20]
+                raise ScenarioError(
+                    f'{_short(value)} has no unit: write e.g. "{num}ms" or "{num}s" '
+                    "(a bare integer, without quotes, counts nanoseconds)",
+                    key=key,
+                )
+            raise ScenarioError(
+                f'expected a duration like "500ms", "2s" or an int of ns, got {_short(value)}', key=key
+            )
+        if len(m.group(1)) > 40:
+            raise ScenarioError(f"{_short(value)} is too long to be a duration", key=key)
+        ns = round(Fraction(m.group(1)) * _DUR_UNITS[m.group(2)])
+    else:
+        raise ScenarioError(
+            f'expected a duration like "500ms", "2s" or an int of ns, got {_short(value)}', key=key
+        )
+    if ns > cap:
+        raise ScenarioError(f"{_short(value)} is longer than the limit of {format_limit(cap)}", key=key)
+    return ns
+
+
+def format_limit(ns: int) -> str:
+    """A duration limit for messages: ``7d``, ``10ms``."""
+    for unit in ("d", "h", "min", "s", "ms", "us"):
+        if ns >= _DUR_UNITS[unit] and ns % _DUR_UNITS[unit] == 0:
+            return f"{ns // _DUR_UNITS[unit]}{unit}"
+    return f"{ns}ns"
 
 
 # ---------------------------------------------------------------------------------------
@@ -210,6 +272,8 @@ class WorkloadSpec:
     oversubscribe_hint: bool = False
     #: Under memory pressure right after it is built, ksgxd swaps this enclave's pages out (EWB).
     swap_out: bool = False
+    #: Where the file sets it, for messages: ``workload[1] (line 20)``.
+    where: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -219,6 +283,8 @@ class VmSpec:
     enclaves: int = 1
     enclave_size: int = 1 << 20
     start: int = 0
+    #: Where the file sets it, for messages: ``vm[0] (line 30)``.
+    where: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -229,6 +295,8 @@ class EventSpec:
     count: int | None = None
     new_late_microcode_svn: int | None = None
     tcb_evaluation_data_number: int | None = None
+    #: Where the file sets it, for messages: ``event[2] (line 41)`` (index in file order).
+    where: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -264,6 +332,8 @@ class Scenario:
     relying_party: RelyingPartySpec = field(default_factory=RelyingPartySpec)
     tcb: TcbSpec = field(default_factory=TcbSpec)
     source: str = ""
+    #: Key path -> line of the file (``scenario.duration`` -> 3), for messages.
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
 
 # ---------------------------------------------------------------------------------------
@@ -280,13 +350,19 @@ class _Reader:
         self.lines = lines
         if not isinstance(table, dict):
             self.fail(f"expected a table, got {type(table).__name__}", path)
-        self.table: dict[str, Any] = table  # type: ignore[assignment]
+        self.table: dict[str, Any] = table
         self.used: set[str] = set()
+
+    def where(self, name: str = "") -> str:
+        """``path (line N)`` of this table or one of its keys, for messages."""
+        key = self.key(name) if name else self.path
+        line = self._line(key)
+        return key if line is None else f"{key} (line {line})"
 
     def key(self, name: str) -> str:
         return f"{self.path}.{name}" if self.path else name
 
-    def fail(self, message: str, key: str) -> ScenarioError:
+    def fail(self, message: str, key: str) -> NoReturn:
         raise ScenarioError(message, key=key, line=self._line(key))
 
     def _line(self, key: str) -> int | None:
@@ -336,7 +412,7 @@ class _Reader:
     def int_(self, lo: int | None = None, hi: int | None = None) -> Callable[[object, str], int]:
         def conv(v: object, key: str) -> int:
             if not isinstance(v, int) or isinstance(v, bool):
-                self.fail(f"expected an integer, got {v!r}", key)
+                self.fail(f"expected an integer, got {_short(v)}", key)
             assert isinstance(v, int)
             if lo is not None and v < lo:
                 self.fail(f"must be >= {lo}, got {v}", key)
@@ -349,7 +425,7 @@ class _Reader:
     def bool_(self) -> Callable[[object, str], bool]:
         def conv(v: object, key: str) -> bool:
             if not isinstance(v, bool):
-                self.fail(f"expected true or false, got {v!r}", key)
+                self.fail(f"expected true or false, got {_short(v)}", key)
             return bool(v)
 
         return conv
@@ -357,10 +433,10 @@ class _Reader:
     def str_(self, choices: tuple[str, ...] | None = None) -> Callable[[object, str], str]:
         def conv(v: object, key: str) -> str:
             if not isinstance(v, str):
-                self.fail(f"expected a string, got {v!r}", key)
+                self.fail(f"expected a string, got {_short(v)}", key)
             assert isinstance(v, str)
             if choices is not None and v not in choices:
-                self.fail(f"must be one of {', '.join(choices)}; got {v!r}", key)
+                self.fail(f"must be one of {', '.join(choices)}; got {_short(v)}", key)
             return v
 
         return conv
@@ -370,7 +446,7 @@ class _Reader:
             try:
                 n = parse_size(v, key)
             except ScenarioError as e:
-                self.fail(str(e).split(": ", 1)[-1], key)
+                self.fail(e.message, key)
             if n < lo:
                 self.fail(f"must be at least {lo} bytes, got {n}", key)
             if page_aligned and n % 4096:
@@ -379,28 +455,32 @@ class _Reader:
 
         return conv
 
-    def duration(self) -> Callable[[object, str], int]:
+    def duration(self, lo: int = 0, hi: int | None = None) -> Callable[[object, str], int]:
+        """A duration in ``[lo, hi]`` (``hi`` default: the 7-day cap); ``lo`` is a documented floor."""
+
         def conv(v: object, key: str) -> int:
             try:
-                return parse_duration(v, key)
+                ns = parse_duration(v, key, hi=hi)
             except ScenarioError as e:
-                self.fail(str(e).split(": ", 1)[-1], key)
-            raise AssertionError  # unreachable
+                self.fail(e.message, key)
+            if ns < lo:
+                self.fail(f"{_short(v)} is below the floor of {format_limit(lo)}", key)
+            return ns
 
         return conv
 
-    def opt_duration(self) -> Callable[[object, str], int | None]:
+    def opt_duration(self, lo: int = 0) -> Callable[[object, str], int | None]:
         def conv(v: object, key: str) -> int | None:
             if v == "forever" or v == "never":
                 return None
-            return self.duration()(v, key)
+            return self.duration(lo)(v, key)
 
         return conv
 
     def str_list(self, choices: tuple[str, ...]) -> Callable[[object, str], tuple[str, ...]]:
         def conv(v: object, key: str) -> tuple[str, ...]:
             if not isinstance(v, list):
-                self.fail(f"expected an array of strings, got {v!r}", key)
+                self.fail(f"expected an array of strings, got {_short(v)}", key)
             assert isinstance(v, list)
             out = []
             for i, item in enumerate(v):
@@ -498,11 +578,12 @@ def _workload(r: _Reader) -> WorkloadSpec:
         sgx2_growth=r.get("sgx2_growth", r.size(page_aligned=True), 0),
         start=r.get("start", r.duration(), 0),
         lifetime=r.get("lifetime", r.opt_duration(), None),
-        attest_every=r.get("attest_every", r.opt_duration(), None),
+        attest_every=r.get("attest_every", r.opt_duration(MIN_CADENCE_NS), None),
         seal=r.get("seal", r.bool_(), False),
         threads=r.get("threads", r.int_(1, 64), 1),
         on_epc_loss=r.get("on_epc_loss", r.str_(ON_EPC_LOSS), "restart"),
         swap_out=r.get("swap_out", r.bool_(), False),
+        where=r.where(),
     )
     if w.sgx2_growth and w.swap_out:
         r.fail("a swapped-out enclave cannot also grow with EAUG", r.key("swap_out"))
@@ -517,6 +598,7 @@ def _vm(r: _Reader) -> VmSpec:
         enclaves=r.get("enclaves", r.int_(0, 1000), 1),
         enclave_size=r.get("enclave_size", r.size(lo=8192, page_aligned=True), 1 << 20),
         start=r.get("start", r.duration(), 0),
+        where=r.where(),
     )
     r.done()
     return v
@@ -531,6 +613,7 @@ def _event(r: _Reader, patches: set[str]) -> EventSpec:
         count=r.get("count", r.int_(0, 1_000_000), None),
         new_late_microcode_svn=r.get("new_late_microcode_svn", r.int_(0, 255), None),
         tcb_evaluation_data_number=r.get("tcb_evaluation_data_number", r.int_(0, 10_000), None),
+        where=r.where(),
     )
     if kind == "microcode_load":
         if e.patch is None:
@@ -546,6 +629,77 @@ def _event(r: _Reader, patches: set[str]) -> EventSpec:
     return e
 
 
+def _check_within(
+    root: _Reader,
+    duration: int,
+    workloads: tuple[WorkloadSpec, ...],
+    vms: tuple[VmSpec, ...],
+    events: tuple[EventSpec, ...],
+) -> None:
+    """Everything a scenario names happens within ``scenario.duration`` (else it would silently not)."""
+    end = format_ns_short(duration)
+    for i, w in enumerate(workloads):
+        if w.start > duration:
+            root.fail(
+                f"starts at {format_ns_short(w.start)}, after the scenario ends ({end})",
+                f"workload[{i}].start",
+            )
+    for i, v in enumerate(vms):
+        if v.start > duration:
+            root.fail(
+                f"starts at {format_ns_short(v.start)}, after the scenario ends ({end})", f"vm[{i}].start"
+            )
+    for e in events:
+        if e.at > duration:
+            key = e.where.split(" ", 1)[0]
+            root.fail(
+                f"{e.kind} at {format_ns_short(e.at)} is after the scenario ends ({end}); "
+                "make scenario.duration longer or the event earlier",
+                f"{key}.at",
+            )
+
+
+#: An event that runs this much later than its ``at`` (or a run that ends this much after its
+#: ``duration``) is reported in report.json ``warnings``.
+LATE_WARN_NS = 1_000_000
+
+
+def late_event_warning(ev: EventSpec, late_ns: int) -> dict[str, str | int | float | bool | None] | None:
+    """The report.json warning for event ``ev`` run ``late_ns`` after its ``at`` (None if on time)."""
+    if late_ns < LATE_WARN_NS:
+        return None
+    key, _, rest = ev.where.partition(" (line ")
+    return {
+        "key": f"{key or 'event'}.at",
+        "line": int(rest.rstrip(")")) if rest else None,
+        "message": f"{ev.kind} written for {format_ns_short(ev.at)} ran at "
+        f"{format_ns_short(ev.at + late_ns)} ({format_ns_short(late_ns)} late): "
+        "the machine was busy with earlier work until then",
+    }
+
+
+def overrun_warning(sc: Scenario, over_ns: int) -> dict[str, str | int | float | bool | None] | None:
+    """The report.json warning for a run whose last action ended ``over_ns`` after ``duration``."""
+    if over_ns < LATE_WARN_NS:
+        return None
+    return {
+        "key": "scenario.duration",
+        "line": sc.lines.get("scenario.duration"),
+        "message": f"the run ended at {format_ns_short(sc.duration + over_ns)}, {format_ns_short(over_ns)} "
+        f"after the {format_ns_short(sc.duration)} written: the last action took that long",
+    }
+
+
+def format_ns_short(ns: int) -> str:
+    """A simulated time for messages: ``4s``, ``1.5s``, ``250ms``."""
+    for unit in ("d", "h", "min", "s", "ms", "us"):
+        if ns >= _DUR_UNITS[unit]:
+            value = Fraction(ns, _DUR_UNITS[unit])
+            text = f"{float(value):.6g}" if value.denominator != 1 else str(value.numerator)
+            return f"{text}{unit}"
+    return "0s" if ns == 0 else f"{ns}ns"
+
+
 def parse_scenario(text: str, source: str = "<string>") -> Scenario:
     """Parse and validate a scenario from TOML text."""
     try:
@@ -553,6 +707,8 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
     except tomllib.TOMLDecodeError as err:
         m = re.search(r"line (\d+)", str(err))
         raise ScenarioError(f"not valid TOML: {err}", line=int(m.group(1)) if m else None) from err
+    except (ValueError, RecursionError) as err:  # e.g. an integer of more than 4300 digits
+        raise ScenarioError(f"not valid TOML: {_short(str(err))}") from err
     lines = _line_index(text)
     root = _Reader(data, "", lines)
     head = root.sub("scenario")
@@ -562,7 +718,7 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
     name = head.require("name", head.str_())
     description = head.get("description", head.str_(), "")
     seed = head.get("seed", head.int_(0, 2**63 - 1), 0)
-    duration = head.get("duration", head.duration(), 10_000_000_000)
+    duration = head.get("duration", head.duration(lo=1), 10_000_000_000)
     head.done()
     machine = _machine(root.sub("machine"))
     workloads = tuple(_workload(w) for w in root.array("workload"))
@@ -574,12 +730,13 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
     vms = tuple(_vm(v) for v in root.array("vm"))
     patch_names = {p.name for p in machine.patches}
     events = tuple(sorted((_event(e, patch_names) for e in root.array("event")), key=lambda e: e.at))
+    _check_within(root, duration, workloads, vms, events)
     rp = root.sub("relying_party")
     relying = RelyingPartySpec()
     if rp is not None:
         relying = RelyingPartySpec(
             allow=rp.get("allow", rp.str_list(TCB_STATUSES), relying.allow),
-            grace_period=rp.get("grace_period", rp.duration(), 0),
+            grace_period=rp.get("grace_period", rp.duration(hi=MAX_GRACE_NS), 0),
         )
         rp.done()
     tcb_r = root.sub("tcb")
@@ -591,17 +748,65 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
         )
         tcb_r.done()
     root.done()
-    return Scenario(name, description, seed, duration, machine, workloads, vms, events, relying, tcb, source)
+    return Scenario(
+        name, description, seed, duration, machine, workloads, vms, events, relying, tcb, source, lines
+    )
 
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            data = f.read(MAX_SCENARIO_BYTES + 1)
     except OSError as err:
-        raise ScenarioError(f"cannot read scenario file: {err.strerror}", key=str(p)) from err
-    return parse_scenario(text, source=str(p))
+        raise ScenarioError(f"cannot read scenario file: {err.strerror}", source=str(p)) from err
+    if len(data) > MAX_SCENARIO_BYTES:
+        raise ScenarioError(
+            f"larger than {MAX_SCENARIO_BYTES >> 20} MiB: not a scenario file (read no further)",
+            source=str(p),
+        )
+    try:
+        text = decode_utf8(data)
+        return parse_scenario(text, source=str(p))
+    except ScenarioError as err:
+        raise err.in_file(str(p)) from None
+
+
+def decode_utf8(data: bytes) -> str:
+    """Text from UTF-8 bytes (a UTF-8 byte order mark is dropped); ``ScenarioError`` otherwise.
+
+    The message names the encoding when a byte order mark gives it away (UTF-16/32), else the
+    line and column of the first byte that is not UTF-8.
+    """
+    for bom, name in (
+        (codecs.BOM_UTF32_LE, "UTF-32"),
+        (codecs.BOM_UTF32_BE, "UTF-32"),
+        (codecs.BOM_UTF16_LE, "UTF-16"),
+        (codecs.BOM_UTF16_BE, "UTF-16"),
+    ):
+        if data.startswith(bom):
+            raise ScenarioError(f"the file is {name} (byte order mark); save it as UTF-8", line=1)
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    nul = data.find(b"\0")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        column = nul - (data.rfind(b"\n", 0, nul) + 1) + 1
+        raise ScenarioError(
+            f"a NUL byte at column {column}: not a text file (UTF-16 without a byte order mark?); "
+            "save it as UTF-8",
+            line=line,
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        bad = data[err.start : err.start + 1].hex()
+        raise ScenarioError(
+            f"not UTF-8: byte 0x{bad} at column {column} (save the file as UTF-8)", line=line
+        ) from None
 
 
 def json_schema() -> dict[str, Any]:
