@@ -16,7 +16,7 @@ from tests.kernel.kernel_helpers import OP_NOP, Op, World, build_enclave, make_w
 
 from sgxsim.errors import InvalidArgument
 from sgxsim.hw.arch import PAGE_SIZE
-from sgxsim.kernel import Process, ProcessSignal
+from sgxsim.kernel import ProcessSignal
 from sgxsim.kernel import uapi as U  # noqa: N812
 
 RW = U.PROT_READ | U.PROT_WRITE
@@ -42,7 +42,8 @@ def _run() -> U.sgx_enclave_run:
     return U.sgx_enclave_run()
 
 
-WRONG_TYPES: list[tuple[str, Callable[[Process, int], Any]]] = [
+#: The process is typed Any: these calls pass wrong types on purpose.
+WRONG_TYPES: list[tuple[str, Callable[[Any, int], Any]]] = [
     ("mprotect addr", lambda p, a: p.mprotect("0", PAGE_SIZE, RW)),
     ("mprotect prot", lambda p, a: p.mprotect(a, PAGE_SIZE, None)),
     ("munmap addr", lambda p, a: p.munmap(None, PAGE_SIZE)),
