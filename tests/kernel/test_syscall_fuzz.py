@@ -14,9 +14,16 @@ import os
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, seed, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 from tests.kernel.kernel_helpers import (
     OP_GET,
     OP_NOP,
@@ -338,23 +345,36 @@ class KernelFuzz(RuleBasedStateMachine):
         assert k.log.warn_count == 0, k.log.format()
 
 
-_SETTINGS = {
-    "deadline": None,
-    "derandomize": True,
-    "database": None,
-    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.filter_too_much],
-}
+def _settings(examples: int, steps: int, *, derandomize: bool = True) -> settings:
+    return settings(
+        max_examples=examples,
+        stateful_step_count=steps,
+        deadline=None,
+        derandomize=derandomize,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
 
 
 def test_random_syscalls_ci() -> None:
     run = KernelFuzz.TestCase
-    run.settings = settings(max_examples=25, stateful_step_count=40, **_SETTINGS)  # type: ignore[arg-type]
+    run.settings = _settings(25, 40)
     run().runTest()
 
 
 @pytest.mark.slow
 def test_random_syscalls_slow() -> None:
-    """>= 100,000 steps: 2,600 sequences of up to 50 steps."""
-    run = KernelFuzz.TestCase
-    run.settings = settings(max_examples=2_600, stateful_step_count=50, **_SETTINGS)  # type: ignore[arg-type]
-    run().runTest()
+    """At least 100,000 steps: seeded batches of 400 sequences (up to 100 steps each) until
+    the steps counted after every rule reach 100,000."""
+    steps = [0]
+
+    class Counting(KernelFuzz):
+        @invariant()
+        def count_step(self) -> None:
+            steps[0] += 1
+
+    batch = 0
+    while steps[0] < 100_000:
+        run_state_machine_as_test(seed(batch)(Counting), settings=_settings(400, 100, derandomize=False))
+        batch += 1
+    assert steps[0] >= 100_000
