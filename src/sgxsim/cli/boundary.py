@@ -9,8 +9,12 @@ Ctrl-C: while a command runs, SIGINT only sets a flag (:class:`InterruptFlag`). 
 model (imports, parsing, plotting) is interrupted at once; inside the simulated machine
 (:meth:`InterruptFlag.deferred`) the interrupt is raised only at a safe point, between two
 runner events or two explored schedules (:meth:`InterruptFlag.check`), so the kernel model is
-never unwound in the middle of a locked section. Either way the command exits 130 and the output
-folder keeps its previous contents (:mod:`sgxsim.cli.output`).
+never unwound in the middle of a locked section. When no safe point comes within
+:data:`HARD_EXIT_S` (one runner event can build a 32 GiB enclave), the process ends from a
+helper thread instead: it removes the temporary output folder (the registered cleanups), waits
+for a commit in progress (:meth:`InterruptFlag.critical`) and exits 130 without unwinding the
+model at all. Either way the output folder keeps its previous contents
+(:mod:`sgxsim.cli.output`).
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import errno
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import FrameType
 from typing import Any, Final
 
@@ -58,6 +63,8 @@ EXIT_CODES: Final = {
 }
 
 _META_KEY: Final = "sgxsim.interrupt"
+#: Seconds a deferred Ctrl-C waits for a safe point before the process ends without one.
+HARD_EXIT_S: Final = 1.0
 
 
 class CliError(Exception):
@@ -75,18 +82,58 @@ class InterruptFlag:
     inside :meth:`deferred` the handler only records the request and :meth:`check` raises it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, hard_exit_s: float = HARD_EXIT_S) -> None:
         self.requested = False
         self._depth = 0
+        self._hard_exit_s = hard_exit_s
+        self._timer: threading.Timer | None = None
+        self._cleanups: list[Callable[[], None]] = []
+        self._critical = threading.Lock()
 
     def handler(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
         if self._depth == 0:
             raise KeyboardInterrupt
+        if self._timer is None:
+            self._timer = threading.Timer(self._hard_exit_s, self._hard_exit)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def add_cleanup(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` (e.g. remove a temporary folder) if the process ends without unwinding."""
+        self._cleanups.append(fn)
+
+    def remove_cleanup(self, fn: Callable[[], None]) -> None:
+        if fn in self._cleanups:
+            self._cleanups.remove(fn)
+
+    @contextmanager
+    def critical(self) -> Iterator[None]:
+        """A section the hard exit waits for (moving finished outputs into place)."""
+        with self._critical:
+            yield
+
+    def cancel(self) -> None:
+        """The interrupt was handled by unwinding: no hard exit."""
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _hard_exit(self) -> None:
+        with self._critical:
+            for fn in reversed(self._cleanups):
+                with suppress(Exception):  # best effort: the process is ending
+                    fn()
+            with suppress(OSError, ValueError):
+                sys.stdout.flush()
+            with suppress(OSError, ValueError):
+                sys.stderr.write("\nsgxsim: error: interrupted\n")
+                sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
 
     def check(self) -> None:
-        """A safe point: raise ``KeyboardInterrupt`` if Ctrl-C was pressed."""
+        """A safe point: raise ``KeyboardInterrupt`` if Ctrl-C was pressed (no hard exit then)."""
         if self.requested:
+            self.cancel()
             raise KeyboardInterrupt
 
     def progress(self, now_ns: int, end_ns: int) -> None:
@@ -113,6 +160,7 @@ class InterruptFlag:
         try:
             yield self
         finally:
+            self.cancel()
             signal.signal(signal.SIGINT, old)
 
 
@@ -204,6 +252,7 @@ def run_command(invoke: Callable[..., Any], args: list[str], prog_name: str | No
         code = rv if isinstance(rv, int) else EXIT_OK
         return code
     except KeyboardInterrupt:
+        flag.cancel()
         if debug:
             _print_traceback()
         _echo_err("interrupted")

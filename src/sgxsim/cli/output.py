@@ -125,7 +125,7 @@ class OutputFolder:
         }
         try:
             (self.tmp / RUN_JSON).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-            with flag.deferred():
+            with flag.deferred(), flag.critical():
                 if self._fresh:
                     os.rename(self.tmp, self.out_dir)
                 else:
@@ -168,7 +168,10 @@ def output_folder(
 ) -> Iterator[OutputFolder]:
     """An :class:`OutputFolder` opened at once and discarded unless committed inside the block."""
     folder = OutputFolder(Path(out_dir), command, seed, dict(arguments or {})).open()
+    flag = current_interrupt()
+    flag.add_cleanup(folder.discard)
     try:
         yield folder
     finally:
+        flag.remove_cleanup(folder.discard)
         folder.discard()

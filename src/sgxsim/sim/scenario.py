@@ -812,7 +812,12 @@ def decode_utf8(data: bytes) -> str:
 def json_schema() -> dict[str, Any]:
     """The scenario format as a JSON Schema (draft 2020-12), for editors and external validation."""
     size = {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": _SIZE_RE.pattern}]}
-    duration = {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": _DUR_RE.pattern}]}
+    duration = {
+        "oneOf": [
+            {"type": "integer", "minimum": 0, "maximum": MAX_DURATION_NS},
+            {"type": "string", "pattern": _DUR_RE.pattern},
+        ]
+    }
     opt_duration = {"oneOf": [duration, {"enum": ["forever", "never"]}]}
     patch = {
         "type": "object",
