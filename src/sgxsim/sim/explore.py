@@ -829,6 +829,7 @@ def explore(
     trace_len: int = DEFAULT_TRACE_LEN,
     log_tail: int = DEFAULT_LOG_TAIL,
     progress: Callable[[int, int], None] | None = None,
+    first_index: int = 0,
 ) -> ExploreResult:
     """Run ``schedules`` interleavings of ``program``, checking its invariants after every step.
 
@@ -839,7 +840,8 @@ def explore(
     ``max_steps`` bounds each schedule (beyond it: a "terminates" violation);
     ``time_budget_steps`` bounds the total steps (no new schedule starts past it);
     ``stop_on_first`` stops at the first violating schedule. ``progress(done, schedules)`` is
-    called after every schedule (a safe point: no model code is on the stack).
+    called after every schedule (a safe point: no model code is on the stack). ``first_index``
+    starts at that schedule index (a shard of a bigger exploration: schedules ``first_index`` on).
     Outcomes: an :class:`ExploreResult`; ``InvalidArgument`` for a bad parameter or
     program; an exception raised by ``setup`` propagates.
     """
@@ -868,7 +870,8 @@ def explore(
     completed = 0
     ran = 0
     exhausted = False
-    for index in range(schedules):
+    first_index = _check_int(first_index, "first_index", 0)
+    for index in range(first_index, first_index + schedules):
         if time_budget_steps is not None and steps_total >= time_budget_steps:
             exhausted = True
             break
