@@ -375,6 +375,23 @@ def test_ecreate_on_a_used_page_reflects_an_epcm_fault(world: World) -> None:
     assert ec1.remove() == SgxStatus.SUCCESS
 
 
+@pytest.mark.parametrize("how", ["read-only", "unmapped"])
+def test_ecreate_on_a_bad_vmm_mapping_injects_the_pf(world: World, how: str) -> None:
+    """The VMM's vEPC mapping behind the guest's SECS is read-only or gone: the host ECREATE
+    takes the #PF, sgx_virt_ecreate returns -EFAULT/14, KVM injects the fault; no WARN, the VM
+    goes on (Models: virt.c sgx_virt_ecreate, vmx/sgx.c sgx_inject_fault)."""
+    g = start_vm(world)
+    slot = next(s for s in g.vm.memslots if s.kind == "epc")
+    if how == "read-only":
+        g.vm.proc.mprotect(slot.hva, slot.size, U.PROT_READ)
+    else:
+        g.vm.proc.munmap(slot.hva, slot.size)
+    fault = Ecreate(g)(good_secs())
+    assert fault == Fault(int(Vector.PF), int(PfError.P | PfError.W | PfError.SGX), GUEST_EPC_BASE)
+    assert g.vm.injected == [fault] and g.vm.alive
+    assert world.kernel.log.warn_count == 0
+
+
 def test_unbacked_gpa_stops_the_vm(guest: Guest) -> None:
     ec = Ecreate(guest)
     with pytest.raises(KvmExit) as exc:
