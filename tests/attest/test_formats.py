@@ -241,7 +241,8 @@ def test_parse_quote_failure_reasons(world: World) -> None:
     q = world.quote("uptodate")
     assert _reason(b"") is VerificationReason.MALFORMED_QUOTE
     assert _reason(q[:-1]) is VerificationReason.MALFORMED_QUOTE
-    assert _reason(q + b"\0") is VerificationReason.MALFORMED_QUOTE
+    # Bytes after the signature data are ignored, as QVL's Quote::parse does.
+    assert parse_quote(q + b"\0" * 7).signature == parse_quote(q).signature
     assert _reason(b"\x05\x00" + q[2:]) is VerificationReason.UNSUPPORTED_QUOTE_VERSION
     assert _reason(q[:2] + b"\x03\x00" + q[4:]) is VerificationReason.UNSUPPORTED_ATT_KEY_TYPE
     assert _reason(q[:4] + b"\x81\x00\x00\x00" + q[8:]) is VerificationReason.UNSUPPORTED_TEE_TYPE
@@ -250,5 +251,9 @@ def test_parse_quote_failure_reasons(world: World) -> None:
     q4 = world.quote("uptodate", version=4)
     assert _reason(q4[:564] + b"\x05\x00" + q4[566:]) is VerificationReason.UNSUPPORTED_CERT_DATA_TYPE
     assert _reason(q4[:4] + b"\x81\x00\x00\x00" + q4[8:]) is VerificationReason.UNSUPPORTED_TEE_TYPE
+    with pytest.raises(VerificationError, match="TDX quote, not SGX"):
+        parse_quote(b"\x04\x00" + q4[2:4] + b"\x81\x00\x00\x00" + q4[8:])
+    with pytest.raises(VerificationError, match="version 5: only SGX quotes v3 and v4"):
+        parse_quote(b"\x05\x00" + q[2:])
     with pytest.raises(InvalidArgument):
         parse_quote("quote")  # type: ignore[arg-type]

@@ -111,15 +111,34 @@ def test_crls_list_revocations_and_number_only_changes_with_content(world: World
         pki.revoke(World.build(seed=99).pki.root_cert, NOW)
 
 
-def test_pem_chain_parsing_is_strict(world: World) -> None:
+def test_pem_chain_parsing_reads_pem_as_qvl_does(world: World) -> None:
+    """QVL (CertificateChain::parse + PEM_read_bio_X509) accepts any valid PEM layout; DER stays strict."""
     chain = world.pki.pck_chain_pem(world.pck("uptodate"))
     certs = parse_pem_chain(chain)
     assert pem_chain(*certs) == chain
-    assert len(parse_pem_chain(chain + b"\0")) == 3
     body = chain.split(b"\n")
     rewrapped = b"\n".join([*body[:1], body[1] + body[2], *body[3:]])  # a 128-column line
-    bad_inputs = [b"", b"garbage", chain[:-5], chain.replace(b"\n", b"\r\n"), rewrapped, chain + b"\n"]
+    narrow = b"".join(
+        line + b"\n"
+        if line.startswith(b"-----")
+        else b"\n".join(line[i : i + 40] for i in range(0, len(line), 40)) + b"\n"
+        for line in chain.split(b"\n")
+        if line
+    )
+    for good in (
+        chain + b"\0",
+        chain.replace(b"\n", b"\r\n"),
+        rewrapped,
+        narrow,
+        chain.rstrip(b"\n"),
+        chain + b"\n",
+    ):
+        assert [c.serial_number for c in parse_pem_chain(good)] == [c.serial_number for c in certs]
+    assert len(parse_pem_chain(chain[:-30])) == 2  # an unterminated last block is trailing text
+    flipped = bytearray(chain)
+    flipped[30] = ord("!")  # not base64
+    bad_inputs = [b"", b"garbage", chain.replace(b"BEGIN", b"BEGXN", 1), bytes(flipped)]
     for bad in bad_inputs:
         with pytest.raises(VerificationError) as info:
             parse_pem_chain(bad)
-        assert info.value.reason is VerificationReason.MALFORMED_CERT_CHAIN
+        assert info.value.reason is VerificationReason.MALFORMED_CERT_CHAIN, bad[:40]

@@ -103,7 +103,6 @@ def test_tcb_not_supported(world: World) -> None:
         ("outofdate", 6, TcbStatus.OUT_OF_DATE),
         ("uptodate", 7, TcbStatus.OUT_OF_DATE),
         ("uptodate", 9, TcbStatus.UP_TO_DATE),
-        ("uptodate", 5, TcbStatus.REVOKED),
     ],
 )
 def test_qe_status_converges(world: World, level: str, qe_svn: int, status: TcbStatus) -> None:
@@ -111,6 +110,11 @@ def test_qe_status_converges(world: World, level: str, qe_svn: int, status: TcbS
     assert v.status is status and v.accepted == (status is not TcbStatus.REVOKED)
     if 6 <= qe_svn < 8:
         assert "INTEL-SA-00615" in v.advisory_ids and v.qe_status is TcbStatus.OUT_OF_DATE
+
+
+def test_qe_isvsvn_below_every_level_is_not_supported(world: World) -> None:
+    # QVL: EnclaveReportVerifier -> ISVSVN_NOT_SUPPORTED, converged to STATUS_TCB_NOT_SUPPORTED.
+    assert reason(world, world.quote("uptodate", qe_isv_svn=5)) is R.TCB_NOT_SUPPORTED
 
 
 def test_converge_table_is_exhaustive() -> None:

@@ -30,6 +30,9 @@ def run_quote(out: Path, *args: str) -> Result:
 
 
 def run_verify(out: Path, *args: str, quote_file: Path | None = None) -> Result:
+    """``sgxsim verify`` at the quote's simulated time unless ``args`` give another ``--at``."""
+    at = [] if "--at" in args or "--now" in args else ["--at", GENERATED_AT.isoformat()]
+    args = tuple(a for a in args if a != "--now")
     return CliRunner().invoke(
         verify,
         [
@@ -38,6 +41,7 @@ def run_verify(out: Path, *args: str, quote_file: Path | None = None) -> Result:
             str(out),
             "--root",
             str(out / "root.pem"),
+            *at,
             *args,
         ],
     )
@@ -51,7 +55,13 @@ def evidence(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_quote_writes_the_evidence_files(evidence: Path) -> None:
-    assert {p.name for p in evidence.iterdir()} == {"quote.bin", "collateral.json", "root.pem", "report.json"}
+    assert {p.name for p in evidence.iterdir()} == {
+        "quote.bin",
+        "collateral.json",
+        "root.pem",
+        "report.json",
+        "verify-command.txt",
+    }
     q = parse_quote((evidence / "quote.bin").read_bytes())
     summary = json.loads((evidence / "report.json").read_text())
     assert summary["quote_version"] == q.version == 3
@@ -73,7 +83,10 @@ def test_verify_accepts_and_dcap_qvl_agrees(evidence: Path) -> None:
     assert result.exit_code == 0, result.output
     ours = json.loads(result.output)
     assert ours["accepted"] is True and ours["status"] == "SWHardeningNeeded"
-    assert ours["advisory_ids"] == ["INTEL-SA-00615"] and ours["at"] == GENERATED_AT.isoformat()
+    assert ours["advisory_ids"] == ["INTEL-SA-00615"] and ours["at"] == "2025-06-01T00:00:00Z"
+    assert ours["debug"] is False and ours["rejected_because"] is None
+    assert ours["tcb_date"] == ours["tcb_level"]["tcb_date"] == "2024-11-12T00:00:00Z"
+    assert ours["collateral_expiration"]["not_after"] == "2025-07-01T00:00:00Z"
     root_der = x509.load_pem_x509_certificate((evidence / "root.pem").read_bytes()).public_bytes(
         serialization.Encoding.DER
     )
@@ -100,8 +113,9 @@ def test_quote_v4_and_json_output(tmp_path: Path) -> None:
 
 def test_same_seed_same_files(evidence: Path, tmp_path: Path) -> None:
     run_quote(tmp_path, "--seed", "4")
-    for name in ("quote.bin", "collateral.json", "root.pem", "report.json"):
-        assert (tmp_path / name).read_bytes() == (evidence / name).read_bytes(), name
+    for name in ("quote.bin", "collateral.json", "root.pem", "report.json", "verify-command.txt"):
+        ours = (tmp_path / name).read_bytes().replace(bytes(tmp_path), b"OUT")
+        assert ours == (evidence / name).read_bytes().replace(bytes(evidence), b"OUT"), name
 
 
 def test_verify_rejects_with_a_reason(evidence: Path, tmp_path: Path) -> None:
@@ -115,6 +129,7 @@ def test_verify_rejects_with_a_reason(evidence: Path, tmp_path: Path) -> None:
         "accepted": False,
         "error": "QUOTE_SIGNATURE_INVALID",
         "detail": "attestation key does not sign header||body",
+        "at": "2025-06-01T00:00:00Z",
     }
     stale = run_verify(evidence, "--at", "2025-08-01T00:00:00Z")
     assert stale.exit_code == 1 and stale.output.startswith("rejected: ")
@@ -161,3 +176,40 @@ def test_collateral_json_roundtrip_and_defects(evidence: Path) -> None:
         collateral_from_json("[1, 2]")
     with pytest.raises(InvalidArgument):
         collateral_from_json("not json")
+
+
+def test_quote_prints_and_writes_the_verify_command(evidence: Path) -> None:
+    command = (evidence / "verify-command.txt").read_text().split()
+    assert (
+        command[:2] == ["sgxsim", "verify"] and command[command.index("--at") + 1] == "2025-06-01T00:00:00Z"
+    )
+    args = command[2:]
+    result = CliRunner().invoke(verify, args)
+    assert result.exit_code == 0 and "status: SWHardeningNeeded" in result.output
+
+
+def test_verify_defaults_to_now_and_names_what_expired(evidence: Path) -> None:
+    # The simulated collateral is valid in June 2025 only; the wall clock is later.
+    result = run_verify(evidence, "--now")
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("rejected: CRL_EXPIRED: root CA CRL is valid from 2025-06-01T00:00:00Z")
+    assert "expired before the verification time" in result.output
+
+
+def test_debug_enclave_is_rejected_unless_allowed(tmp_path: Path) -> None:
+    from tests.attest.attest_world import NOW, World, isv_body
+
+    world = World.build()
+    pck = world.pck("uptodate")
+    quote_bytes = world.quote(pck=pck, body=isv_body(pck.extension.cpusvn, attributes_flags=0x07))
+    (tmp_path / "quote.bin").write_bytes(quote_bytes)
+    (tmp_path / "collateral.json").write_text(collateral_to_json(world.collateral()))
+    (tmp_path / "root.pem").write_bytes(world.pki.root_cert.public_bytes(serialization.Encoding.PEM))
+    at = ("--at", NOW.isoformat())
+    refused = run_verify(tmp_path, *at, "--json")
+    assert refused.exit_code == 1 and json.loads(refused.output)["debug"] is True
+    assert json.loads(refused.output)["rejected_because"] == "debug enclave"
+    text = run_verify(tmp_path, *at)
+    assert "accepted: no (debug enclave)" in text.output and "debug enclave: yes" in text.output
+    allowed = run_verify(tmp_path, *at, "--allow-debug", "--json")
+    assert allowed.exit_code == 0 and json.loads(allowed.output)["accepted"] is True

@@ -34,6 +34,7 @@ from sgxsim.errors import InvalidArgument, VerificationError
 __all__ = [
     "DEFAULT_QE_ATTRIBUTES",
     "DEFAULT_QE_ATTRIBUTES_MASK",
+    "QE_IDENTITY_STATUSES",
     "SGX_TCB_COMPONENT_LABELS",
     "Collateral",
     "ParsedQeIdentity",
@@ -446,11 +447,27 @@ def _date(obj: dict[str, Any], key: str, what: str) -> dt.datetime:
         raise _Bad(f"{what}: bad {key!r}") from None
 
 
-def _status(obj: dict[str, Any], what: str) -> TcbStatus:
+def _status(obj: dict[str, Any], what: str, allowed: frozenset[TcbStatus] | None = None) -> TcbStatus:
     try:
-        return TcbStatus(_get(obj, "tcbStatus", str, what))
+        status = TcbStatus(_get(obj, "tcbStatus", str, what))
     except ValueError:
         raise _Bad(f"{what}: unknown tcbStatus {obj.get('tcbStatus')!r}") from None
+    if allowed is not None and status not in allowed:
+        raise _Bad(f"{what}: tcbStatus {status} is not a QE Identity status")
+    return status
+
+
+# QVL ``parseStringToTcbStatus`` (Verifiers/TcbStatus.h), used by ``EnclaveIdentityV2::parseTcbLevels``:
+# the SWHardening statuses of TCB Info are not QE Identity statuses.
+QE_IDENTITY_STATUSES = frozenset(
+    {
+        TcbStatus.UP_TO_DATE,
+        TcbStatus.CONFIGURATION_NEEDED,
+        TcbStatus.OUT_OF_DATE,
+        TcbStatus.OUT_OF_DATE_CONFIGURATION_NEEDED,
+        TcbStatus.REVOKED,
+    }
+)
 
 
 def _advisories(obj: dict[str, Any], what: str) -> tuple[str, ...]:
@@ -462,11 +479,27 @@ def _advisories(obj: dict[str, Any], what: str) -> tuple[str, ...]:
     return tuple(ids)
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` refusing a member name twice in one object.
+
+    Differs: QVL's rapidjson lookups take the first of duplicate members and dcap-qvl's serde
+    refuses them; a signed document whose meaning depends on the parser is refused here.
+    """
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Bad(f"duplicate member {key!r}")
+        out[key] = value
+    return out
+
+
 def _load_object(text: str, what: str) -> dict[str, Any]:
     if not isinstance(text, str):
         raise InvalidArgument(f"{what} must be str, got {type(text).__name__}")
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=_unique_keys)
+    except _Bad as exc:
+        raise _Bad(f"{what}: {exc}") from None
     except (ValueError, RecursionError):
         raise _Bad(f"{what}: not JSON") from None
     if not isinstance(obj, dict):
@@ -556,7 +589,7 @@ class ParsedQeIdentity:
     attributes_mask: bytes
     mrsigner: bytes
     isvprodid: int
-    levels: tuple[QeTcbLevel, ...]  # ISVSVN descending
+    levels: tuple[QeTcbLevel, ...]  # in document order (QVL evaluates them so)
 
 
 def parse_qe_identity(text: str) -> ParsedQeIdentity:
@@ -580,7 +613,7 @@ def parse_qe_identity(text: str) -> ParsedQeIdentity:
                 QeTcbLevel(
                     _uint(tcb, "isvsvn", 16, what),
                     _date(lv, "tcbDate", what),
-                    _status(lv, what),
+                    _status(lv, what, QE_IDENTITY_STATUSES),
                     _advisories(lv, what),
                 )
             )
@@ -596,7 +629,7 @@ def parse_qe_identity(text: str) -> ParsedQeIdentity:
             attributes_mask=_hexbytes(obj, "attributesMask", 16, "enclaveIdentity"),
             mrsigner=_hexbytes(obj, "mrsigner", 32, "enclaveIdentity"),
             isvprodid=_uint(obj, "isvprodid", 16, "enclaveIdentity"),
-            levels=tuple(sorted(levels, key=lambda lv: lv.isvsvn, reverse=True)),
+            levels=tuple(levels),  # document order: EnclaveIdentityV2::getTcbStatus takes the first match
         )
     except _Bad as exc:
         raise VerificationError(VerificationReason.MALFORMED_QE_IDENTITY, str(exc)) from None

@@ -527,8 +527,12 @@ def parse_quote(data: bytes) -> Quote:
     """Parse an SGX ECDSA-P256 quote v3 or v4 (tee_type SGX) into a :class:`Quote`.
 
     Models: the QVL's quote parser (``Quote::parse``) for the layouts in this module's docstring.
+    Bytes after ``signature_data_len`` bytes of signature data are ignored (QVL
+    ``Quote::parse``), and so are bytes after the certification data inside the signature data
+    (``Ecdsa256BitQuoteV3AuthData::insert`` / ``...V4AuthData::insert``); inside a v4 type-6
+    certification data every byte must be accounted for (``QEReportCertificationData::insert``).
     Outcomes: a ``Quote``; ``VerificationError`` with MALFORMED_QUOTE (any length/framing
-    defect, including trailing bytes), UNSUPPORTED_QUOTE_VERSION, UNSUPPORTED_ATT_KEY_TYPE,
+    defect), UNSUPPORTED_QUOTE_VERSION, UNSUPPORTED_ATT_KEY_TYPE,
     UNSUPPORTED_TEE_TYPE, UNSUPPORTED_QE_VENDOR or UNSUPPORTED_CERT_DATA_TYPE; ``InvalidArgument``
     when ``data`` is not bytes.
     """
@@ -540,26 +544,29 @@ def parse_quote(data: bytes) -> Quote:
     r = _Reader(raw, "quote")
     header = QuoteHeader.unpack(r.take(HEADER_SIZE, "header"))
     if header.version not in (3, 4):
-        raise _fail(VerificationReason.UNSUPPORTED_QUOTE_VERSION, f"version {header.version}")
+        raise _fail(
+            VerificationReason.UNSUPPORTED_QUOTE_VERSION,
+            f"version {header.version}: only SGX quotes v3 and v4 are supported",
+        )
     if header.att_key_type != ATT_KEY_TYPE_ECDSA_P256:
         raise _fail(VerificationReason.UNSUPPORTED_ATT_KEY_TYPE, f"att_key_type {header.att_key_type}")
     if header.tee_type != TEE_TYPE_SGX:
         what = "att_key_data_0" if header.version == 3 else "tee_type"
-        raise _fail(VerificationReason.UNSUPPORTED_TEE_TYPE, f"{what} 0x{header.tee_type:x}")
+        kind = " (TDX): a TDX quote, not SGX" if header.tee_type == 0x81 else ": not an SGX quote"
+        raise _fail(VerificationReason.UNSUPPORTED_TEE_TYPE, f"{what} 0x{header.tee_type:x}{kind}")
     if header.qe_vendor_id != INTEL_QE_VENDOR_ID:
         raise _fail(VerificationReason.UNSUPPORTED_QE_VENDOR, header.qe_vendor_id.hex())
     body_raw = r.take(REPORT_BODY_SIZE, "report body")
     sig_len = r.u32("signature_data_len")
     sig = _Reader(r.take(sig_len, "signature data"), "signature data")
-    r.done()
+    # Bytes after the declared signature data are ignored, as QVL's ``Quote::parse`` does.
     signature = sig.take(SIGNATURE_SIZE, "quote signature")
     attest_pub_key = sig.take(PUBKEY_SIZE, "attestation public key")
     if header.version == 3:
         qe = sig
         outer_type = -1
     else:
-        outer = _read_cert_data(sig)
-        sig.done()
+        outer = _read_cert_data(sig)  # bytes after it are ignored (Ecdsa256BitQuoteV4AuthData::insert)
         if outer.cert_type != CertDataType.ECDSA_SIG_AUX_DATA:
             raise _fail(
                 VerificationReason.UNSUPPORTED_CERT_DATA_TYPE,
@@ -572,7 +579,9 @@ def parse_quote(data: bytes) -> Quote:
     auth_size = qe.u16("QE auth data size")
     qe_auth_data = qe.take(auth_size, "QE auth data")
     cert = _read_cert_data(qe)
-    qe.done()
+    if header.version == 4:
+        qe.done()  # QEReportCertificationData::insert: "Inconsistent structure"
+    # v3: bytes after the certification data are ignored (Ecdsa256BitQuoteV3AuthData::insert).
     if outer_type == -1:
         outer_type = cert.cert_type
     if cert.cert_type != CertDataType.PCK_CERT_CHAIN:

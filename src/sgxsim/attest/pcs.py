@@ -145,15 +145,22 @@ class Pcs:
         self.tcb_validity = tcb_validity
         self.crl_validity = crl_validity
         self._models: dict[bytes, TcbModel] = {}
+        self._early_models: dict[bytes, TcbModel] = {}
         self._platforms: dict[bytes, RegisteredPlatform] = {}
 
     # ------------------------------------------------------------ registration
 
-    def add_tcb_model(self, model: TcbModel) -> None:
-        """Publish TCB levels for ``model.fmspc`` (replacing a previous model)."""
+    def add_tcb_model(self, model: TcbModel, *, update: str = "standard") -> None:
+        """Publish TCB levels for ``model.fmspc`` (replacing a previous model).
+
+        ``update="early"`` publishes the model PCS serves for ``/tcb?update=early`` (Intel's
+        early TCB evaluation after a TCB Recovery, before it becomes the standard one).
+        """
         if not isinstance(model, TcbModel):
             raise InvalidArgument(f"model must be a TcbModel, got {type(model).__name__}")
-        self._models[model.fmspc] = model
+        if update not in ("standard", "early"):
+            raise InvalidArgument(f"update must be 'standard' or 'early', got {update!r}")
+        (self._early_models if update == "early" else self._models)[model.fmspc] = model
 
     def tcb_model(self, fmspc: bytes) -> TcbModel:
         if fmspc not in self._models:
@@ -215,9 +222,13 @@ class Pcs:
             return None
         return select_pck_cert(raw_cpusvn, raw_pcesvn, self.tcb_model(platform.fmspc), platform.certs)
 
-    def tcb_info(self, fmspc: bytes, now: dt.datetime) -> SignedDocument:
-        """Signed TCB Info for ``fmspc`` issued at ``now``, valid for ``tcb_validity``."""
-        body = self.tcb_model(fmspc).tcb_info(now, now + self.tcb_validity)
+    def tcb_info(self, fmspc: bytes, now: dt.datetime, *, update: str = "standard") -> SignedDocument:
+        """Signed TCB Info for ``fmspc`` issued at ``now``, valid for ``tcb_validity``.
+
+        ``update="early"`` serves the early model if one was published, else the standard one.
+        """
+        model = self._early_models.get(fmspc) if update == "early" else None
+        body = (model or self.tcb_model(fmspc)).tcb_info(now, now + self.tcb_validity)
         return sign_document("tcbInfo", body, self.pki.tcb_signing_key)
 
     def qe_identity(self, now: dt.datetime) -> SignedDocument:
@@ -312,8 +323,11 @@ def _route(pcs: Pcs, now: dt.datetime, path: str, query: dict[str, list[str]]) -
         fmspc = hexarg("fmspc", 6)
         if fmspc is None:
             return _Response(400, b"Invalid request parameters")
+        update = arg("update") or "standard"
+        if update not in ("standard", "early"):
+            return _Response(400, b"Invalid request parameters")
         try:
-            doc = pcs.tcb_info(fmspc, now)
+            doc = pcs.tcb_info(fmspc, now, update=update)
         except InvalidArgument:
             return _Response(404, b"No TCB info found")
         return _Response(
@@ -448,10 +462,12 @@ class PcsReply:
 class PcsClient:
     """Fetch PCS v4 resources over HTTP (loopback in tests) and assemble :class:`Collateral`."""
 
-    def __init__(self, base_url: str, *, timeout: float = 5.0) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 5.0, allow_remote: bool = False) -> None:
         split = urllib.parse.urlsplit(base_url)
-        if split.scheme != "http" or split.hostname not in ("127.0.0.1", "localhost"):
-            raise InvalidArgument(f"PcsClient only talks to loopback http, got {base_url!r}")
+        loopback = split.scheme == "http" and split.hostname in ("127.0.0.1", "localhost")
+        if not loopback and not (allow_remote and split.scheme == "https" and split.hostname):
+            allowed = "loopback http or https" if allow_remote else "loopback http"
+            raise InvalidArgument(f"PcsClient talks to {allowed} only, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         # Never route loopback requests through an environment proxy.
@@ -475,6 +491,42 @@ class PcsClient:
             pcesvn=pcesvn.to_bytes(2, "little").hex(),
             pceid=pce_id[::-1].hex(),
         )
+
+    def tcb_info(self, fmspc: bytes, *, update: str | None = None) -> tuple[str, bytes, str]:
+        """``GET /tcb``: (inner tcbInfo text, signature, issuer chain PEM) as PCS v4 serves them.
+
+        The issuer chain comes URL-encoded in the ``TCB-Info-Issuer-Chain`` header (PCS v4;
+        ``SGX-TCB-Info-Issuer-Chain`` in v3 and some PCCS versions). ``ValueError`` for a body
+        that is not a signed TCB Info envelope or a missing header; ``PcsHttpError`` for HTTP errors.
+        """
+        params = {"fmspc": fmspc.hex()}
+        if update is not None:
+            params["update"] = update
+        reply = self.get("/tcb", **params)
+        headers = {k.lower(): v for k, v in reply.headers.items()}
+        chain = headers.get("tcb-info-issuer-chain") or headers.get("sgx-tcb-info-issuer-chain")
+        if chain is None:
+            raise ValueError("no TCB-Info-Issuer-Chain header")
+        try:
+            text = reply.body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("TCB Info body is not UTF-8") from None
+        body, signature = split_envelope(text.strip(), "tcbInfo")
+        return body, signature, urllib.parse.unquote(chain)
+
+    def qe_identity(self) -> tuple[str, bytes, str]:
+        """``GET /qe/identity``: (inner enclaveIdentity text, signature, issuer chain PEM)."""
+        reply = self.get("/qe/identity")
+        headers = {k.lower(): v for k, v in reply.headers.items()}
+        chain = headers.get("sgx-enclave-identity-issuer-chain")
+        if chain is None:
+            raise ValueError("no SGX-Enclave-Identity-Issuer-Chain header")
+        try:
+            text = reply.body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("QE Identity body is not UTF-8") from None
+        body, signature = split_envelope(text.strip(), "enclaveIdentity")
+        return body, signature, urllib.parse.unquote(chain)
 
     def collateral(self, fmspc: bytes, ca: CaKind | str) -> Collateral:
         """Fetch TCB Info, QE Identity and CRLs (as dcap-qvl's ``get_collateral`` does)."""

@@ -67,8 +67,6 @@ ROOT_CRL_URL = "https://certificates.trustedservices.intel.com/IntelSGXRootCA.de
 PCK_CRL_URL = "https://api.trustedservices.intel.com/sgx/certification/v4/pckcrl?ca={ca}&encoding=der"
 
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-PEM_BEGIN = b"-----BEGIN CERTIFICATE-----\n"
-PEM_END = b"-----END CERTIFICATE-----\n"
 
 
 class CaKind(enum.StrEnum):
@@ -107,12 +105,6 @@ def _utc(name: str, value: dt.datetime) -> dt.datetime:
 def pem_chain(*certs: x509.Certificate) -> bytes:
     """Concatenated PEM of ``certs`` in order (leaf first, as in quotes and PCS headers)."""
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
-
-
-def _canonical_pem(der: bytes) -> bytes:
-    b64 = base64.b64encode(der)
-    lines = b"".join(b64[i : i + 64] + b"\n" for i in range(0, len(b64), 64))
-    return PEM_BEGIN + lines + PEM_END
 
 
 X509_PARSE_ERRORS = (
@@ -180,37 +172,48 @@ def load_crl_strict(der: bytes) -> x509.CertificateRevocationList:
     return crl
 
 
-def parse_pem_chain(data: bytes | str, *, max_certs: int = 8) -> list[x509.Certificate]:
-    """Parse a concatenation of PEM certificates strictly (canonical OpenSSL formatting).
+_PEM_BEGIN_LINE = b"-----BEGIN CERTIFICATE-----"
+_PEM_END_LINE = b"-----END CERTIFICATE-----"
+_PEM_WHITESPACE = b" \t\r\n"
 
-    Strict means: only ``CERTIFICATE`` blocks, 64-column base64 lines terminated by ``\\n``,
-    canonical base64 (re-encoding gives the same text), nothing else except one optional
-    trailing NUL (the QE terminates the type-5 string). So a changed byte can never yield the
-    same certificate. Outcomes: the certificates; ``VerificationError(MALFORMED_CERT_CHAIN)``.
+
+def parse_pem_chain(data: bytes | str, *, max_certs: int = 8) -> list[x509.Certificate]:
+    """Parse a concatenation of PEM certificates as Intel's QVL reads one.
+
+    Models: QVL ``CertificateChain::parse`` (split after each ``-----END CERTIFICATE-----``;
+    what follows the last one is ignored) and OpenSSL ``PEM_read_bio_X509`` for each piece
+    (text before the ``-----BEGIN CERTIFICATE-----`` line is skipped; the base64 body may use
+    any line width, CRLF or LF, and the last line need not end in a newline). The DER inside
+    is parsed strictly (:func:`load_certificate_strict`). Outcomes: the certificates in order;
+    ``VerificationError(MALFORMED_CERT_CHAIN)`` for a piece without a certificate, bad base64,
+    bad DER, more than ``max_certs`` certificates or none at all.
     """
-    raw = data.encode("ascii", "replace") if isinstance(data, str) else bytes(data)
-    if raw.endswith(b"\x00"):
-        raw = raw[:-1]
+    raw = data.encode("utf-8", "replace") if isinstance(data, str) else bytes(data)
     certs: list[x509.Certificate] = []
     pos = 0
-    while pos < len(raw):
+    while (end := raw.find(_PEM_END_LINE, pos)) >= 0:
+        piece = raw[pos:end]
+        pos = end + len(_PEM_END_LINE)
         if len(certs) >= max_certs:
             raise VerificationError(VerificationReason.MALFORMED_CERT_CHAIN, f"more than {max_certs} certs")
-        if not raw.startswith(PEM_BEGIN, pos):
-            raise VerificationError(VerificationReason.MALFORMED_CERT_CHAIN, f"no PEM header at {pos}")
-        end = raw.find(PEM_END, pos)
-        if end < 0:
-            raise VerificationError(VerificationReason.MALFORMED_CERT_CHAIN, "unterminated PEM block")
-        block = raw[pos : end + len(PEM_END)]
-        body = raw[pos + len(PEM_BEGIN) : end].replace(b"\n", b"")
+        begin = piece.rfind(_PEM_BEGIN_LINE)
+        if begin < 0 or (begin > 0 and piece[begin - 1 : begin] not in (b"\n", b"\r")):
+            raise VerificationError(
+                VerificationReason.MALFORMED_CERT_CHAIN, f"certificate {len(certs)}: no PEM header line"
+            )
+        body = piece[begin + len(_PEM_BEGIN_LINE) :]
+        if body[:1] not in (b"\n", b"\r") or body[-1:] not in (b"\n", b"\r"):
+            raise VerificationError(
+                VerificationReason.MALFORMED_CERT_CHAIN, f"certificate {len(certs)}: PEM lines"
+            )
+        b64 = body.translate(None, _PEM_WHITESPACE)
         try:
-            der = base64.b64decode(body, validate=True)
+            der = base64.b64decode(b64, validate=True)
         except (binascii.Error, ValueError):
-            raise VerificationError(VerificationReason.MALFORMED_CERT_CHAIN, "bad base64") from None
-        if _canonical_pem(der) != block:
-            raise VerificationError(VerificationReason.MALFORMED_CERT_CHAIN, "non-canonical PEM")
+            raise VerificationError(
+                VerificationReason.MALFORMED_CERT_CHAIN, f"certificate {len(certs)}: bad base64"
+            ) from None
         certs.append(load_certificate_strict(der))
-        pos = end + len(PEM_END)
     if not certs:
         raise VerificationError(VerificationReason.MALFORMED_CERT_CHAIN, "no certificates")
     return certs

@@ -1,22 +1,37 @@
-"""QVL-like DCAP quote verification against a given root CA, collateral and time.
+"""DCAP quote verification as Intel's Quote Verification Library does it, one function per QVL verifier.
 
-``verify_quote`` follows Intel's Quote Verification Library (``intel/SGX-TDX-DCAP-
-QuoteVerificationLibrary``): PCK chain and CRLs, TCB Info and QE Identity (signature by
-"Intel SGX TCB Signing", freshness), QE report signature by the PCK key, the QE report
-binding of the attestation key, the quote signature, the QE identity policy and QE TCB status,
-TCB-level matching on the PCK certificate's 16 components + PCESVN (``TcbLevelCheck``), and
-convergence of platform and QE statuses.
+Intel's QVL (``intel/SGX-TDX-DCAP-QuoteVerificationLibrary``, ``Src/AttestationLibrary/src``) is
+the reference; each function below names the QVL function it follows, so the two can be read side
+by side:
+
+=============================  ======================================================================
+:func:`verify_pck_cert_chain`  ``sgxAttestationVerifyPCKCertificate`` + ``PckCertVerifier::verify``
+:func:`verify_tcb_info`        ``sgxAttestationVerifyTCBInfo`` + ``TCBInfoVerifier::verify``
+:func:`verify_qe_identity`     ``sgxAttestationVerifyEnclaveIdentity`` + ``EnclaveIdentityVerifier``
+:func:`verify_enclave_report`  ``EnclaveReportVerifier::verify`` (the QE report against QE Identity)
+:func:`check_tcb_level`        ``checkTcbLevel`` / ``matchTcbLevels`` / ``convergeTcbStatusWithQeTcbStatus``
+:func:`verify_quote_body`      ``QuoteVerifier::verify`` (PCK/CRL binding, FMSPC, QE and quote signatures)
+:func:`verify_quote`           ``sgxAttestationVerifyQuote`` with the four above, as QvE chains them
+=============================  ======================================================================
 
 Result contract:
 
 * Any defect of the quote, the chains, the CRLs or the collateral -> one
-  ``VerificationError(reason, detail)`` (``reason`` a :class:`VerificationReason`). A PCK
-  certificate or CA listed on a CRL is such a defect (``CERT_REVOKED``): the signature chain
-  itself is no longer trusted.
-* Otherwise a :class:`VerifiedQuote`. When the converged TCB status is ``Revoked`` (a TCB level
-  or the QE's ISVSVN level classified Revoked), the quote is genuine but ``accepted`` is
-  ``False``; for every other status ``accepted`` is ``True`` and acceptance of the status is the
-  relying party's policy (:mod:`sgxsim.attest.broker`).
+  ``VerificationError(reason, detail)`` (``reason`` a :class:`VerificationReason`). Time defects
+  name the item and its validity window. A PCK certificate or CA listed on a CRL is such a defect
+  (``CERT_REVOKED``); so is a QE ISVSVN below every QE Identity level (``TCB_NOT_SUPPORTED``,
+  QVL ``STATUS_SGX_ENCLAVE_REPORT_ISVSVN_NOT_SUPPORTED`` converged to ``STATUS_TCB_NOT_SUPPORTED``).
+* Otherwise a :class:`VerifiedQuote` with what QVL/QvE report: status, advisory IDs, the matched
+  TCB level and its tcbDate, the collateral's earliest expiration, and ``debug``. ``accepted`` is
+  the relying party's default: ``False`` when the converged status is Revoked or, unless
+  ``allow_debug``, the quoted enclave is a debug enclave (``rejected_because`` says which); every
+  other status is accepted and its acceptability is the relying party's policy
+  (:mod:`sgxsim.attest.broker`).
+
+Where we differ from QVL on purpose: duplicate member names in signed JSON are refused (QVL takes
+the first); a document is valid from its ``issueDate`` inclusive (QVL's
+``EnclaveIdentityV2::checkDateCorrectness`` excludes the issue second); collateral freshness is a
+hard failure as in dcap-qvl, not QvE's ``collateral_expiration_status`` flag.
 """
 
 from __future__ import annotations
@@ -28,6 +43,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import SignatureAlgorithmOID
 
 from sgxsim.attest.collateral import (
     Collateral,
@@ -36,6 +52,7 @@ from sgxsim.attest.collateral import (
     QeTcbLevel,
     TcbLevel,
     TcbStatus,
+    format_date,
     parse_qe_identity,
     parse_tcb_info,
 )
@@ -63,9 +80,49 @@ from sgxsim.attest.pki import (
 from sgxsim.attest.reasons import VerificationReason as R
 from sgxsim.errors import InvalidArgument, ModelInvariantError, VerificationError
 
-__all__ = ["VerifiedQuote", "converge_tcb_status", "verify_quote"]
+__all__ = [
+    "PckChain",
+    "Validity",
+    "VerifiedQuote",
+    "check_tcb_info_signature",
+    "check_tcb_level",
+    "converge_tcb_status",
+    "verify_enclave_report",
+    "verify_pck_cert_chain",
+    "verify_qe_identity",
+    "verify_quote",
+    "verify_quote_body",
+    "verify_tcb_info",
+]
 
 _X509_ERRORS = X509_PARSE_ERRORS
+
+# QVL QuoteVerification.cpp: EXPECTED_CERTIFICATE_COUNT_IN_PCK_CHAIN / _IN_TCB_CHAIN.
+PCK_CHAIN_LENGTH = 3
+TCB_CHAIN_LENGTH = 2
+
+
+@dataclass(frozen=True)
+class Validity:
+    """One collateral item's validity window (certificate, CRL, TCB Info or QE Identity)."""
+
+    item: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+    def describe(self) -> str:
+        return f"{self.item} is valid from {format_date(self.not_before)} to {format_date(self.not_after)}"
+
+
+@dataclass(frozen=True)
+class PckChain:
+    """A verified PCK certificate chain (leaf, PCK CA, root) and the leaf's SGX extension."""
+
+    leaf: x509.Certificate
+    ca_cert: x509.Certificate
+    ca: CaKind
+    pck: PckExtension
+    pck_crl: x509.CertificateRevocationList
 
 
 @dataclass(frozen=True)
@@ -85,6 +142,8 @@ class VerifiedQuote:
     pck: PckExtension
     ca: CaKind
     quote: Quote
+    collateral_expiration: Validity | None = None  # the item that expires first
+    rejected_because: str | None = None  # why ``accepted`` is False ("Revoked TCB", "debug enclave")
 
     @property
     def report_body(self) -> ReportBody:
@@ -112,7 +171,13 @@ class VerifiedQuote:
 
     @property
     def debug(self) -> bool:
+        """ATTRIBUTES.DEBUG of the quoted enclave (QvE reports it; QVL's library does not refuse it)."""
         return self.quote.report_body.debug
+
+    @property
+    def tcb_date(self) -> dt.datetime:
+        """The tcbDate of the matched TCB level (QvE supplemental ``tcb_level_date_tag``)."""
+        return self.tcb_level.tcb_date
 
     @property
     def tcb_evaluation_data_number(self) -> int:
@@ -123,9 +188,10 @@ class VerifiedQuote:
 def converge_tcb_status(platform: TcbStatus, qe: TcbStatus) -> TcbStatus:
     """Combine platform and QE TCB statuses as QVL's ``convergeTcbStatusWithQeTcbStatus``.
 
-    QE Revoked -> Revoked; QE OutOfDate turns UpToDate/SWHardeningNeeded into OutOfDate and
-    ConfigurationNeeded/ConfigurationAndSWHardeningNeeded into OutOfDateConfigurationNeeded;
-    otherwise the platform status stands.
+    ``qe`` is the QE status as :func:`verify_enclave_report` classifies it (UpToDate, OutOfDate
+    or Revoked). QE Revoked -> Revoked; QE OutOfDate turns UpToDate/SWHardeningNeeded into
+    OutOfDate and ConfigurationNeeded/ConfigurationAndSWHardeningNeeded into
+    OutOfDateConfigurationNeeded; otherwise the platform status stands.
     """
     if qe is TcbStatus.REVOKED:
         return TcbStatus.REVOKED
@@ -137,18 +203,42 @@ def converge_tcb_status(platform: TcbStatus, qe: TcbStatus) -> TcbStatus:
     return platform
 
 
-# ---------------------------------------------------------------- certificate helpers
+# ---------------------------------------------------------------- certificate and CRL helpers
 
 
 def _der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
 
-def _check_validity(cert: x509.Certificate, now: dt.datetime, what: str) -> None:
-    if now < cert.not_valid_before_utc:
-        raise VerificationError(R.CERT_NOT_YET_VALID, f"{what} valid from {cert.not_valid_before_utc}")
-    if now > cert.not_valid_after_utc:
-        raise VerificationError(R.CERT_EXPIRED, f"{what} expired {cert.not_valid_after_utc}")
+def _check_window(
+    window: Validity, now: dt.datetime, not_yet_valid: R, expired: R, windows: list[Validity]
+) -> None:
+    """``not_before <= now <= not_after``, else an error naming the item and its window."""
+    at = format_date(now)
+    if now < window.not_before:
+        raise VerificationError(not_yet_valid, f"{window.describe()}; verification time {at} is before it")
+    if now > window.not_after:
+        raise VerificationError(expired, f"{window.describe()}; it expired before the verification time {at}")
+    windows.append(window)
+
+
+def _check_cert(cert: x509.Certificate, now: dt.datetime, what: str, windows: list[Validity]) -> None:
+    """Signature algorithm, critical extensions and validity of one chain certificate.
+
+    QVL verifies every chain signature with ``verifySha256EcdsaSignature``, so a certificate
+    signed with another algorithm (e.g. ECDSA-SHA384) fails; an unknown critical extension makes
+    a certificate unusable (RFC 5280 4.2).
+    """
+    if cert.signature_algorithm_oid != SignatureAlgorithmOID.ECDSA_WITH_SHA256:
+        raise VerificationError(
+            R.CERT_SIGNATURE_INVALID, f"{what} is signed with {cert.signature_algorithm_oid.dotted_string}"
+        )
+    for ext in cert.extensions:
+        oid = ext.oid.dotted_string
+        if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension) and oid != OID_SGX_EXTENSION:
+            raise VerificationError(R.MALFORMED_CERT_CHAIN, f"{what} has an unknown critical extension {oid}")
+    window = Validity(what, cert.not_valid_before_utc, cert.not_valid_after_utc)
+    _check_window(window, now, R.CERT_NOT_YET_VALID, R.CERT_EXPIRED, windows)
 
 
 def _check_subject(cert: x509.Certificate, names: dict[str, CaKind | None], what: str) -> CaKind | None:
@@ -191,13 +281,22 @@ def _load_crl(der: bytes, what: str) -> x509.CertificateRevocationList:
 
 
 def _check_crl(
-    crl: x509.CertificateRevocationList, issuer: x509.Certificate, now: dt.datetime, what: str
+    crl: x509.CertificateRevocationList,
+    issuer: x509.Certificate,
+    now: dt.datetime,
+    what: str,
+    windows: list[Validity],
 ) -> None:
+    """Issuer, ECDSA-SHA256 signature, and thisUpdate <= now <= nextUpdate (QVL ``PckCrlVerifier``)."""
     if crl.issuer != issuer.subject:
         raise VerificationError(R.CRL_ISSUER_MISMATCH, f"{what} issued by {crl.issuer.rfc4514_string()}")
     pub = issuer.public_key()
     try:
-        ok = isinstance(pub, ec.EllipticCurvePublicKey) and crl.is_signature_valid(pub)
+        ok = (
+            crl.signature_algorithm_oid == SignatureAlgorithmOID.ECDSA_WITH_SHA256
+            and isinstance(pub, ec.EllipticCurvePublicKey)
+            and crl.is_signature_valid(pub)
+        )
     except _X509_ERRORS:
         ok = False
     if not ok:
@@ -205,10 +304,8 @@ def _check_crl(
     next_update = crl.next_update_utc
     if next_update is None:
         raise VerificationError(R.MALFORMED_CRL, f"{what} has no nextUpdate")
-    if now < crl.last_update_utc:
-        raise VerificationError(R.CRL_NOT_YET_VALID, f"{what} thisUpdate {crl.last_update_utc}")
-    if now > next_update:
-        raise VerificationError(R.CRL_EXPIRED, f"{what} nextUpdate {next_update}")
+    window = Validity(what, crl.last_update_utc, next_update)
+    _check_window(window, now, R.CRL_NOT_YET_VALID, R.CRL_EXPIRED, windows)
 
 
 def _check_not_revoked(crl: x509.CertificateRevocationList, cert: x509.Certificate, what: str) -> None:
@@ -220,29 +317,35 @@ def _check_not_revoked(crl: x509.CertificateRevocationList, cert: x509.Certifica
         raise VerificationError(R.CERT_REVOKED, f"{what} serial {cert.serial_number:x} revoked")
 
 
-def _chain_tail_is_root(certs: list[x509.Certificate], root: x509.Certificate, what: str) -> None:
-    root_der = _der(root)
-    for extra in certs:
-        if _der(extra) != root_der:
-            raise VerificationError(R.UNTRUSTED_ROOT, f"{what} ends in a different root")
+def _check_is_root(cert: x509.Certificate, root: x509.Certificate, what: str) -> None:
+    if _der(cert) != _der(root):
+        raise VerificationError(R.UNTRUSTED_ROOT, f"{what} ends in a different root")
 
 
 def _verify_signer_chain(
-    pem: str, root: x509.Certificate, root_crl: x509.CertificateRevocationList, now: dt.datetime, what: str
+    pem: str,
+    root: x509.Certificate,
+    root_crl: x509.CertificateRevocationList,
+    now: dt.datetime,
+    what: str,
+    windows: list[Validity],
 ) -> x509.Certificate:
-    """TCB Signing || root chain (TCB Info / QE Identity issuer chains)."""
+    """TCB Signing || root chain of TCB Info / QE Identity (QVL ``TCBSigningChain::verify``)."""
     if not isinstance(pem, str):
         raise InvalidArgument(f"{what} must be str, got {type(pem).__name__}")
     certs = parse_pem_chain(pem)
-    if len(certs) > 2:
-        raise VerificationError(R.MALFORMED_CERT_CHAIN, f"{what}: {len(certs)} certificates")
+    if len(certs) != TCB_CHAIN_LENGTH:
+        missing = "; root CA missing" if len(certs) < TCB_CHAIN_LENGTH else ""
+        raise VerificationError(
+            R.MALFORMED_CERT_CHAIN, f"{what}: {len(certs)} certificates, expected {TCB_CHAIN_LENGTH}{missing}"
+        )
     signer = certs[0]
-    _chain_tail_is_root(certs[1:], root, what)
+    _check_is_root(certs[1], root, what)
     _check_subject(signer, {TCB_SIGNING_CN: None}, f"{what} signer")
     _check_issued_by_root(signer, root, f"{what} signer")
     if _basic_constraints_ca(signer, what):
         raise VerificationError(R.CERT_NAME_MISMATCH, f"{what} signer is a CA")
-    _check_validity(signer, now, f"{what} signer")
+    _check_cert(signer, now, f"{what} signer", windows)
     _check_not_revoked(root_crl, signer, f"{what} signer")
     return signer
 
@@ -276,46 +379,33 @@ def _load_root(root_ca: bytes | x509.Certificate) -> x509.Certificate:
     return root
 
 
-# ---------------------------------------------------------------- the verifier
+# ---------------------------------------------------------------- the QVL verifiers
 
 
-def verify_quote(
-    quote_bytes: bytes,
+def verify_pck_cert_chain(
+    chain_pem: bytes | str,
+    root: x509.Certificate,
+    root_crl: x509.CertificateRevocationList,
     collateral: Collateral,
-    root_ca: bytes | x509.Certificate,
     now: dt.datetime,
-) -> VerifiedQuote:
-    """Verify an SGX ECDSA quote (v3 or v4) with ``collateral`` against ``root_ca`` at ``now``.
+    windows: list[Validity],
+) -> PckChain:
+    """The quote's PCK chain (leaf || PCK CA || root), the PCK CRL and its issuer chain.
 
-    Models: Intel QVL ``sgxAttestationVerifyQuote`` (PckCertVerifier, TCBInfoVerifier,
-    EnclaveIdentityVerifier, QuoteVerifier incl. TcbLevelCheck and
-    convergeTcbStatusWithQeTcbStatus). Outcomes: a :class:`VerifiedQuote` (``accepted`` False
-    iff the converged status is Revoked) or ``VerificationError`` with one reason per failure
-    class (see :class:`VerificationReason`); ``InvalidArgument`` for wrong Python types, a naive
-    ``now`` or a root that is not a self-issued "Intel SGX Root CA".
-    Differs: collateral freshness is a hard failure (``TCB_INFO_EXPIRED`` etc.) as in dcap-qvl,
-    not QvE's ``collateral_expiration_status`` flag.
+    Models: QVL ``sgxAttestationVerifyPCKCertificate`` (exactly 3 certificates: a chain without
+    its root is refused) and ``PckCertVerifier::verify`` (Intel names, issuer signatures, CA
+    flags, validity, root CRL, PCK CRL of the issuing CA), plus ``PckCertificate::parse`` of the
+    SGX extension (strict DER). ``windows`` collects the validity windows checked.
     """
-    if not isinstance(now, dt.datetime) or now.tzinfo is None:
-        raise InvalidArgument(f"now must be a timezone-aware datetime, got {now!r}")
-    if not isinstance(collateral, Collateral):
-        raise InvalidArgument(f"collateral must be a Collateral, got {type(collateral).__name__}")
-    now = now.astimezone(dt.UTC)
-    root = _load_root(root_ca)
-
-    quote = parse_quote(quote_bytes)
-
-    # Root CA CRL (also covers the PCK CAs and the TCB Signing certificate).
-    root_crl = _load_crl(collateral.root_ca_crl, "root CA CRL")
-    _check_crl(root_crl, root, now, "root CA CRL")
-    _check_not_revoked(root_crl, root, "root CA")
-
-    # PCK certificate chain from the quote: leaf || PCK CA [|| root].
-    chain = parse_pem_chain(quote.certification_data.data)
-    if not 2 <= len(chain) <= 3:
-        raise VerificationError(R.MALFORMED_CERT_CHAIN, f"PCK chain has {len(chain)} certificates")
+    chain = parse_pem_chain(chain_pem)
+    if len(chain) != PCK_CHAIN_LENGTH:
+        missing = "; root CA missing" if len(chain) < PCK_CHAIN_LENGTH else ""
+        raise VerificationError(
+            R.MALFORMED_CERT_CHAIN,
+            f"PCK chain has {len(chain)} certificates, expected {PCK_CHAIN_LENGTH}{missing}",
+        )
     leaf, pck_ca = chain[0], chain[1]
-    _chain_tail_is_root(chain[2:], root, "PCK chain")
+    _check_is_root(chain[2], root, "PCK chain")
     kind = _check_subject(
         pck_ca, {PLATFORM_CA_CN: CaKind.PLATFORM, PROCESSOR_CA_CN: CaKind.PROCESSOR}, "PCK CA"
     )
@@ -324,24 +414,24 @@ def verify_quote(
     _check_issued_by_root(pck_ca, root, "PCK CA")
     if not _basic_constraints_ca(pck_ca, "PCK CA"):
         raise VerificationError(R.CERT_NAME_MISMATCH, "PCK CA is not a CA certificate")
-    _check_validity(pck_ca, now, "PCK CA")
+    _check_cert(pck_ca, now, f"PCK CA certificate ({pck_ca.subject.rfc4514_string()})", windows)
     _check_not_revoked(root_crl, pck_ca, "PCK CA")
     _check_subject(leaf, {PCK_CN: None}, "PCK certificate")
     _check_issued_by(leaf, pck_ca, "PCK certificate")
     if _basic_constraints_ca(leaf, "PCK certificate"):
         raise VerificationError(R.CERT_NAME_MISMATCH, "PCK certificate is a CA certificate")
-    _check_validity(leaf, now, "PCK certificate")
+    _check_cert(leaf, now, "PCK certificate", windows)
 
-    # PCK CRL of the issuing CA, and its issuer chain.
+    # PCK CRL of the issuing CA, and its issuer chain (PCK CA || root).
     pck_crl = _load_crl(collateral.pck_crl, "PCK CRL")
-    _check_crl(pck_crl, pck_ca, now, "PCK CRL")
+    _check_crl(pck_crl, pck_ca, now, "PCK CRL", windows)
     crl_chain = parse_pem_chain(collateral.pck_crl_issuer_chain)
     if _der(crl_chain[0]) != _der(pck_ca):
         raise VerificationError(R.CRL_ISSUER_MISMATCH, "pck_crl_issuer_chain names another PCK CA")
-    _chain_tail_is_root(crl_chain[1:], root, "pck_crl_issuer_chain")
+    for extra in crl_chain[1:]:
+        _check_is_root(extra, root, "pck_crl_issuer_chain")
     _check_not_revoked(pck_crl, leaf, "PCK certificate")
 
-    # The SGX extension of the PCK certificate.
     try:
         ext = leaf.extensions.get_extension_for_oid(x509.ObjectIdentifier(OID_SGX_EXTENSION)).value
     except x509.ExtensionNotFound:
@@ -350,90 +440,201 @@ def verify_quote(
         raise VerificationError(R.MALFORMED_CERT_CHAIN, f"PCK certificate extensions: {exc}") from None
     if not isinstance(ext, x509.UnrecognizedExtension):
         raise VerificationError(R.MALFORMED_PCK_EXTENSION, "unexpected extension type")
-    pck = PckExtension.decode(ext.value)
+    return PckChain(leaf, pck_ca, kind, PckExtension.decode(ext.value), pck_crl)
 
-    # TCB Info.
-    tcb_signer = _verify_signer_chain(collateral.tcb_info_issuer_chain, root, root_crl, now, "TCB info chain")
+
+def check_tcb_info_signature(
+    text: str, signature: bytes, issuer_chain: str, root: x509.Certificate | bytes, now: dt.datetime
+) -> ParsedTcbInfo:
+    """A TCB Info text signed by the TCB Signing key of ``issuer_chain`` (signer || root) under ``root``.
+
+    For planning tools (``tcb-impact``): the chain and the signature are checked as
+    :func:`verify_tcb_info` does (signer validity at ``now``), not the TCB Info's own freshness or
+    CRLs. Outcome: the parsed TCB Info; ``VerificationError`` otherwise.
+    """
+    anchor = _load_root(root)
+    certs = parse_pem_chain(issuer_chain)
+    what = "TCB Info signing chain"
+    if len(certs) != TCB_CHAIN_LENGTH:
+        raise VerificationError(R.MALFORMED_CERT_CHAIN, f"{what}: {len(certs)} certificates")
+    _check_is_root(certs[1], anchor, what)
+    _check_subject(certs[0], {TCB_SIGNING_CN: None}, f"{what} signer")
+    _check_issued_by_root(certs[0], anchor, f"{what} signer")
+    _check_cert(certs[0], now, f"{what} signer", [])
+    _check_signed_text(certs[0], text, signature, R.TCB_INFO_SIGNATURE_INVALID, "TCB Info")
+    return parse_tcb_info(text)
+
+
+def verify_tcb_info(
+    collateral: Collateral,
+    root: x509.Certificate,
+    root_crl: x509.CertificateRevocationList,
+    now: dt.datetime,
+    windows: list[Validity],
+) -> ParsedTcbInfo:
+    """Signer chain, signature, strict parse and freshness of the TCB Info.
+
+    Models: QVL ``sgxAttestationVerifyTCBInfo`` / ``TCBInfoVerifier::verify`` and
+    ``TcbInfo::parse`` (every level parsed strictly, dates ``YYYY-MM-DDThh:mm:ssZ`` only).
+    """
+    signer = _verify_signer_chain(
+        collateral.tcb_info_issuer_chain, root, root_crl, now, "TCB Info signing chain", windows
+    )
     _check_signed_text(
-        tcb_signer,
-        collateral.tcb_info,
-        collateral.tcb_info_signature,
-        R.TCB_INFO_SIGNATURE_INVALID,
-        "TCB info",
+        signer, collateral.tcb_info, collateral.tcb_info_signature, R.TCB_INFO_SIGNATURE_INVALID, "TCB Info"
     )
     tcb_info = parse_tcb_info(collateral.tcb_info)
-    if now < tcb_info.issue_date:
-        raise VerificationError(R.TCB_INFO_NOT_YET_VALID, f"issueDate {tcb_info.issue_date}")
-    if now > tcb_info.next_update:
-        raise VerificationError(R.TCB_INFO_EXPIRED, f"nextUpdate {tcb_info.next_update}")
+    window = Validity(f"TCB Info (FMSPC {tcb_info.fmspc.hex()})", tcb_info.issue_date, tcb_info.next_update)
+    _check_window(window, now, R.TCB_INFO_NOT_YET_VALID, R.TCB_INFO_EXPIRED, windows)
+    return tcb_info
+
+
+def verify_qe_identity(
+    collateral: Collateral,
+    root: x509.Certificate,
+    root_crl: x509.CertificateRevocationList,
+    now: dt.datetime,
+    windows: list[Validity],
+) -> ParsedQeIdentity:
+    """Signer chain, signature, strict parse and freshness of the QE Identity.
+
+    Models: QVL ``sgxAttestationVerifyEnclaveIdentity`` / ``EnclaveIdentityVerifier::verify`` and
+    ``EnclaveIdentityV2`` (levels kept in document order; statuses of ``parseStringToTcbStatus``).
+    """
+    signer = _verify_signer_chain(
+        collateral.qe_identity_issuer_chain, root, root_crl, now, "QE Identity signing chain", windows
+    )
+    _check_signed_text(
+        signer,
+        collateral.qe_identity,
+        collateral.qe_identity_signature,
+        R.QE_IDENTITY_SIGNATURE_INVALID,
+        "QE Identity",
+    )
+    identity = parse_qe_identity(collateral.qe_identity)
+    window = Validity("QE Identity", identity.issue_date, identity.next_update)
+    _check_window(window, now, R.QE_IDENTITY_NOT_YET_VALID, R.QE_IDENTITY_EXPIRED, windows)
+    return identity
+
+
+def verify_enclave_report(identity: ParsedQeIdentity, report: ReportBody) -> tuple[TcbStatus, QeTcbLevel]:
+    """The QE report against the QE Identity; returns the QE TCB status and the level that gave it.
+
+    Models: QVL ``EnclaveReportVerifier::verify``: ``report.MISCSELECT & mask == miscselect``,
+    ``report.ATTRIBUTES & mask == attributes`` (the identity's values are compared unmasked),
+    MRSIGNER, ISVPRODID; then the first level in document order with ``isvsvn <= ISVSVN``
+    (``EnclaveIdentityV2::getTcbStatus``). Its status UpToDate -> UpToDate, Revoked -> Revoked,
+    any other -> OutOfDate (QVL returns ``ISVSVN_OUT_OF_DATE`` for every non-UpToDate,
+    non-Revoked level). No level -> ``VerificationError(TCB_NOT_SUPPORTED)``.
+    """
+    if report.misc_select & identity.miscselect_mask != identity.miscselect:
+        raise VerificationError(R.QE_IDENTITY_MISMATCH, f"MISCSELECT 0x{report.misc_select:08x}")
+    mask = int.from_bytes(identity.attributes_mask, "little")
+    if int.from_bytes(report.attributes, "little") & mask != int.from_bytes(identity.attributes, "little"):
+        raise VerificationError(R.QE_IDENTITY_MISMATCH, f"ATTRIBUTES {report.attributes.hex()}")
+    if report.mr_signer != identity.mrsigner:
+        raise VerificationError(R.QE_IDENTITY_MISMATCH, f"MRSIGNER {report.mr_signer.hex()}")
+    if report.isv_prod_id != identity.isvprodid:
+        raise VerificationError(R.QE_IDENTITY_MISMATCH, f"ISVPRODID {report.isv_prod_id}")
+    level = next((lv for lv in identity.levels if lv.isvsvn <= report.isv_svn), None)
+    if level is None:
+        raise VerificationError(R.TCB_NOT_SUPPORTED, f"QE ISVSVN {report.isv_svn} is below every QE level")
+    if level.status in (TcbStatus.UP_TO_DATE, TcbStatus.REVOKED):
+        return level.status, level
+    return TcbStatus.OUT_OF_DATE, level
+
+
+def check_tcb_level(tcb_info: ParsedTcbInfo, pck: PckExtension) -> TcbLevel:
+    """The TCB level of the platform: the first (highest) level the PCK TCB meets.
+
+    Models: QVL ``matchTcbLevels`` / ``isCpuSvnHigherOrEqual``: every one of the PCK
+    certificate's 16 components and its PCESVN >= the level's (not the quote's CPUSVN).
+    No level -> ``VerificationError(TCB_NOT_SUPPORTED)``.
+    """
+    level = next((lv for lv in tcb_info.levels if lv.is_met_by(pck.tcb_components, pck.pcesvn)), None)
+    if level is None:
+        raise VerificationError(
+            R.TCB_NOT_SUPPORTED, f"PCK TCB {list(pck.tcb_components)}/{pck.pcesvn} is below every level"
+        )
+    return level
+
+
+def verify_quote_body(
+    quote: Quote, chain: PckChain, tcb_info: ParsedTcbInfo, identity: ParsedQeIdentity
+) -> tuple[TcbStatus, QeTcbLevel]:
+    """The quote against its verified PCK chain and collateral; returns the QE status and level.
+
+    Models: QVL ``QuoteVerifier::verify`` in its order: TCB Info FMSPC / PCE-ID against the PCK
+    certificate, QE report signature by the PCK key, QE report data binding
+    (REPORTDATA[0:32] = SHA-256(attestation key || QE auth data)), the QE report against the QE
+    Identity (:func:`verify_enclave_report`), the attestation key, the quote signature.
+    """
+    pck = chain.pck
     if tcb_info.fmspc != pck.fmspc:
         raise VerificationError(R.TCB_INFO_MISMATCH, f"FMSPC {tcb_info.fmspc.hex()} != {pck.fmspc.hex()}")
     if tcb_info.pce_id != pck.pce_id:
         raise VerificationError(R.TCB_INFO_MISMATCH, f"PCE-ID {tcb_info.pce_id.hex()} != {pck.pce_id.hex()}")
-
-    # QE Identity.
-    qe_signer = _verify_signer_chain(
-        collateral.qe_identity_issuer_chain, root, root_crl, now, "QE identity chain"
-    )
-    _check_signed_text(
-        qe_signer,
-        collateral.qe_identity,
-        collateral.qe_identity_signature,
-        R.QE_IDENTITY_SIGNATURE_INVALID,
-        "QE identity",
-    )
-    qe_identity = parse_qe_identity(collateral.qe_identity)
-    if now < qe_identity.issue_date:
-        raise VerificationError(R.QE_IDENTITY_NOT_YET_VALID, f"issueDate {qe_identity.issue_date}")
-    if now > qe_identity.next_update:
-        raise VerificationError(R.QE_IDENTITY_EXPIRED, f"nextUpdate {qe_identity.next_update}")
-
-    # Signatures inside the quote.
-    leaf_key = leaf.public_key()
+    leaf_key = chain.leaf.public_key()
     if not isinstance(leaf_key, ec.EllipticCurvePublicKey) or not ecdsa_raw_verify(
         leaf_key, quote.qe_report_sig, quote.raw_qe_report_body
     ):
         raise VerificationError(R.QE_REPORT_SIGNATURE_INVALID, "PCK key does not sign the QE report")
-    # QVL / dcap-qvl compare REPORTDATA[0:32] only; bytes 32..63 are covered by the PCK signature.
     binding = qe_report_data(quote.attest_pub_key, quote.qe_auth_data)[:32]
     if quote.qe_report_body.report_data[:32] != binding:
         raise VerificationError(
             R.QE_REPORT_DATA_MISMATCH, "REPORTDATA[0:32] != SHA-256(attest key || auth data)"
         )
+    qe_status, qe_level = verify_enclave_report(identity, quote.qe_report_body)
     try:
         attest_key = public_key_from_raw(quote.attest_pub_key)
     except ValueError:
         raise VerificationError(R.QUOTE_SIGNATURE_INVALID, "attestation key is not a P-256 point") from None
     if not ecdsa_raw_verify(attest_key, quote.signature, quote.signed_data):
         raise VerificationError(R.QUOTE_SIGNATURE_INVALID, "attestation key does not sign header||body")
+    return qe_status, qe_level
 
-    # QE identity policy and QE TCB status.
-    qe_report = quote.qe_report_body
-    if qe_report.mr_signer != qe_identity.mrsigner:
-        raise VerificationError(R.QE_IDENTITY_MISMATCH, f"MRSIGNER {qe_report.mr_signer.hex()}")
-    if qe_report.isv_prod_id != qe_identity.isvprodid:
-        raise VerificationError(R.QE_IDENTITY_MISMATCH, f"ISVPRODID {qe_report.isv_prod_id}")
-    mask = qe_identity.miscselect_mask
-    if qe_report.misc_select & mask != qe_identity.miscselect & mask:
-        raise VerificationError(R.QE_IDENTITY_MISMATCH, f"MISCSELECT 0x{qe_report.misc_select:08x}")
-    amask = int.from_bytes(qe_identity.attributes_mask, "little")
-    if (
-        int.from_bytes(qe_report.attributes, "little") & amask
-        != int.from_bytes(qe_identity.attributes, "little") & amask
-    ):
-        raise VerificationError(R.QE_IDENTITY_MISMATCH, f"ATTRIBUTES {qe_report.attributes.hex()}")
-    qe_level = next((lv for lv in qe_identity.levels if lv.isvsvn <= qe_report.isv_svn), None)
-    qe_status = TcbStatus.REVOKED if qe_level is None else qe_level.status
 
-    # Platform TCB level: the PCK certificate's components and PCESVN (not the quote's CPUSVN).
-    level = next((lv for lv in tcb_info.levels if lv.is_met_by(pck.tcb_components, pck.pcesvn)), None)
-    if level is None:
-        raise VerificationError(
-            R.TCB_NOT_SUPPORTED, f"PCK TCB {list(pck.tcb_components)}/{pck.pcesvn} is below every level"
-        )
+def verify_quote(
+    quote_bytes: bytes,
+    collateral: Collateral,
+    root_ca: bytes | x509.Certificate,
+    now: dt.datetime,
+    *,
+    allow_debug: bool = False,
+) -> VerifiedQuote:
+    """Verify an SGX ECDSA quote (v3 or v4) with ``collateral`` against ``root_ca`` at ``now``.
+
+    Models: QvE ``sgx_qve_verify_quote`` chaining QVL's verifiers: root CA CRL,
+    :func:`verify_pck_cert_chain`, :func:`verify_tcb_info`, :func:`verify_qe_identity`,
+    :func:`verify_quote_body`, :func:`check_tcb_level` and :func:`converge_tcb_status`.
+    Outcomes: a :class:`VerifiedQuote` (``accepted`` False iff the converged status is Revoked or,
+    unless ``allow_debug``, the enclave is a debug enclave) or ``VerificationError`` with one reason
+    per failure class; ``InvalidArgument`` for wrong Python types, a naive ``now`` or a root that is
+    not a self-issued "Intel SGX Root CA".
+    """
+    if not isinstance(now, dt.datetime) or now.tzinfo is None:
+        raise InvalidArgument(f"now must be a timezone-aware datetime, got {now!r}")
+    if not isinstance(collateral, Collateral):
+        raise InvalidArgument(f"collateral must be a Collateral, got {type(collateral).__name__}")
+    now = now.astimezone(dt.UTC)
+    root = _load_root(root_ca)
+    quote = parse_quote(quote_bytes)
+    windows: list[Validity] = []
+
+    root_crl = _load_crl(collateral.root_ca_crl, "root CA CRL")
+    _check_crl(root_crl, root, now, "root CA CRL", windows)
+    _check_not_revoked(root_crl, root, "root CA")
+    windows.append(Validity("root CA certificate", root.not_valid_before_utc, root.not_valid_after_utc))
+
+    chain = verify_pck_cert_chain(quote.certification_data.data, root, root_crl, collateral, now, windows)
+    tcb_info = verify_tcb_info(collateral, root, root_crl, now, windows)
+    identity = verify_qe_identity(collateral, root, root_crl, now, windows)
+    qe_status, qe_level = verify_quote_body(quote, chain, tcb_info, identity)
+    level = check_tcb_level(tcb_info, chain.pck)
+
     status = converge_tcb_status(level.status, qe_status)
     advisories = list(level.advisory_ids)
-    if qe_level is not None and qe_status is not TcbStatus.UP_TO_DATE:
+    if qe_status is not TcbStatus.UP_TO_DATE:
         advisories += [a for a in qe_level.advisory_ids if a not in advisories]
     above = [
         lv.tcb_date
@@ -441,9 +642,14 @@ def verify_quote(
         if lv.dominates(level.components, level.pcesvn)
         and (lv.components, lv.pcesvn) != (level.components, level.pcesvn)
     ]
+    rejected: str | None = None
+    if status is TcbStatus.REVOKED:
+        rejected = "Revoked TCB"
+    elif quote.report_body.debug and not allow_debug:
+        rejected = "debug enclave"
     return VerifiedQuote(
         status=status,
-        accepted=status is not TcbStatus.REVOKED,
+        accepted=rejected is None,
         advisory_ids=tuple(advisories),
         platform_status=level.status,
         qe_status=qe_status,
@@ -451,8 +657,10 @@ def verify_quote(
         qe_tcb_level=qe_level,
         superseded_at=min(above) if above else None,
         tcb_info=tcb_info,
-        qe_identity=qe_identity,
-        pck=pck,
-        ca=kind,
+        qe_identity=identity,
+        pck=chain.pck,
+        ca=chain.ca,
         quote=quote,
+        collateral_expiration=min(windows, key=lambda w: w.not_after),
+        rejected_because=rejected,
     )

@@ -39,8 +39,12 @@ COMMANDS: dict[str, LazyCommand] = {
     "inspect": LazyCommand("sgxsim.cli.run", "inspect", "Show EPC, EPCM, SECS and TCS at a simulated time."),
     "explore": LazyCommand("sgxsim.cli.explore", "explore_cmd", "Explore interleavings of an SVN update."),
     "validate": LazyCommand("sgxsim.cli.validate", "validate", "Check a scenario file and print its plan."),
+    "fleet": LazyCommand("sgxsim.cli.fleet", "fleet", "Roll a TCB-recovery update out over a fleet."),
     "quote": LazyCommand("sgxsim.cli.attest", "quote", "Produce a DCAP quote and its collateral."),
-    "verify": LazyCommand("sgxsim.cli.attest", "verify", "Verify a DCAP quote against collateral."),
+    "verify": LazyCommand("sgxsim.cli.attest", "verify", "Verify a DCAP quote as Intel's QVL does."),
+    "tcb-impact": LazyCommand(
+        "sgxsim.cli.tcb_impact", "tcb_impact_cmd", "Which platforms a new TCB Info demotes, and when."
+    ),
 }
 
 

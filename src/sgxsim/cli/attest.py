@@ -1,30 +1,30 @@
-"""``sgxsim quote`` and ``sgxsim verify``: attestation evidence from a simulated machine, and its verdict.
+"""``sgxsim quote`` and ``sgxsim verify``: attestation evidence from simulated machines, and its verdict.
 
-``quote`` builds a default platform (machine, kernel, attestation world for ``--seed``), runs the
-attestable application enclave of :mod:`sgxsim.sdk.quoting` under it, quotes it through the
-platform's PCE and QE and writes, into ``--out``:
+``quote`` builds one attestation world for ``--seed`` and ``--platforms`` machines in it (each at
+its ``--late-microcode-svn``), runs the attestable application enclave of :mod:`sgxsim.sdk.quoting`
+on each, quotes it through the platform's PCE and QE and writes, into ``--out``:
 
-* ``quote.bin`` -- the DCAP quote (v3 by default, v4 with ``--version 4``);
+* ``quote.bin`` (one platform) or ``quote-platform-NN.bin`` -- the DCAP quotes (v3, or v4 with
+  ``--version 4``);
 * ``collateral.json`` -- the PCS collateral, as dcap-qvl's ``QuoteCollateralV3.to_json()`` writes
   it (its nine field names; CRLs and signatures hex, chains and JSON documents as text);
 * ``root.pem`` -- the trust anchor ("Intel SGX Root CA" of the simulated world);
-* ``report.json`` -- a summary of the quote: header SVNs, the report body, the PCK TCB, and our
-  verifier's status at generation time.
+* ``report.json`` -- a summary per quote: header SVNs, the report body, the PCK TCB, and our
+  verifier's status at generation time;
+* ``verify-command.txt`` -- the ``sgxsim verify ... --at T`` line for the simulated month (the
+  collateral is valid then only); ``tcb-info-recovery.json`` with ``--recovery-svn``.
 
 ``verify QUOTE --collateral DIR_OR_FILE --root ROOT.pem [--at ISO8601]`` checks a quote with
-:func:`sgxsim.attest.verify_quote` and prints the TCB status and advisory IDs. ``--at`` defaults
-to the TCB Info ``issueDate`` of the collateral (there is no wall clock). Exit codes: 0 accepted;
-1 rejected (a verification error, with its reason, or a Revoked TCB); 2 usage (unreadable files,
-malformed collateral JSON or root PEM, bad options).
-
-The commands are plain :class:`click.Command` objects for the ``sgxsim`` group to register.
+:func:`sgxsim.attest.verify_quote` (Intel QVL's rules) and prints the verdict. ``--at`` defaults
+to the current time: the wall clock is read here, in the CLI, never in the simulated world.
+Exit codes (docs/cli.md): 0 accepted; 1 rejected (a verification error, with its reason and
+detail, a Revoked TCB, or a debug enclave without ``--allow-debug``); 2 invalid input.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -32,17 +32,21 @@ from typing import Any
 import click
 from cryptography import x509
 
-from sgxsim.attest import Collateral, VerifiedQuote, parse_quote, parse_tcb_info, verify_quote
+from sgxsim.attest import Collateral, VerifiedQuote, format_date, parse_quote, verify_quote
 from sgxsim.errors import InvalidArgument, VerificationError
-from sgxsim.hw.machine import Machine, MachineConfig
-from sgxsim.kernel.main import Kernel
-from sgxsim.kernel.process import Process
-from sgxsim.rand import Rng
-from sgxsim.sdk.quoting import build_app, load_app
-from sgxsim.sdk.sign import generate_signing_key
-from sgxsim.sim.attestation import AttestationWorld
+from sgxsim.sim.attestation import AttestationWorld, TcbRecovery, quote_fleet
 
-__all__ = ["collateral_from_json", "collateral_to_json", "quote", "verify"]
+__all__ = [
+    "collateral_from_json",
+    "collateral_to_json",
+    "load_collateral",
+    "load_root",
+    "parse_at",
+    "quote",
+    "verdict_json",
+    "verify",
+    "wall_clock_now",
+]
 
 _BINARY_FIELDS = frozenset({"root_ca_crl", "pck_crl", "tcb_info_signature", "qe_identity_signature"})
 _FIELDS = tuple(f.name for f in dataclasses.fields(Collateral))
@@ -111,13 +115,33 @@ def _summary(quote_bytes: bytes, verified: VerifiedQuote | None) -> dict[str, An
     return out
 
 
+def _svn_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        svns = [int(part) for part in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"not a comma-separated list of SVNs: {value!r}") from None
+    if not all(1 <= v <= 255 for v in svns):
+        raise click.BadParameter(f"SVNs must be in 1..255: {value!r}")
+    return svns
+
+
+def verify_command(out_dir: Path, quote_file: Path, at: dt.datetime) -> str:
+    """The ``sgxsim verify`` line that checks ``quote_file`` in the collateral's simulated month."""
+    return (
+        f"sgxsim verify {quote_file} --collateral {out_dir / 'collateral.json'} "
+        f"--root {out_dir / 'root.pem'} --at {format_date(at)}"
+    )
+
+
 @click.command("quote")
 @click.option(
     "--out",
     "out_dir",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Directory to write quote.bin, collateral.json, root.pem and report.json into.",
+    help="Directory to write the quote(s), collateral.json, root.pem and report.json into.",
 )
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the world.")
 @click.option(
@@ -128,72 +152,208 @@ def _summary(quote_bytes: bytes, verified: VerifiedQuote | None) -> dict[str, An
     show_default=True,
     help="Quote format version.",
 )
+@click.option(
+    "--platforms",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Number of platforms (machines) in the one simulated world.",
+)
+@click.option(
+    "--late-microcode-svn",
+    "svns",
+    callback=_svn_list,
+    default=None,
+    help="SGX late-microcode SVN of each platform, comma-separated (one value: all). Default 2.",
+)
+@click.option(
+    "--recovery-svn",
+    type=click.IntRange(1, 255),
+    default=None,
+    help="Also publish a TCB recovery to this late-microcode SVN and write its TCB Info "
+    "(tcb-info-recovery.json) for `sgxsim tcb-impact`.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def quote(out_dir: Path, seed: int, quote_version: str, as_json: bool) -> None:
-    """Quote an application enclave on a default simulated platform and write the evidence."""
+def quote(
+    out_dir: Path,
+    seed: int,
+    quote_version: str,
+    platforms: int,
+    svns: list[int] | None,
+    recovery_svn: int | None,
+    as_json: bool,
+) -> None:
+    """Quote an application enclave on simulated platforms and write the evidence.
+
+    The collateral is valid only in the simulated month: the command prints (and writes to
+    verify-command.txt) the `sgxsim verify ... --at T` line that checks it.
+    """
+    if svns is None:
+        svns = [2] * platforms
+    elif len(svns) == 1:
+        svns = svns * platforms
+    elif len(svns) != platforms:
+        raise click.BadParameter(
+            f"{len(svns)} SVNs for {platforms} platforms", param_hint="--late-microcode-svn"
+        )
     world = AttestationWorld(seed)
-    rng = Rng(seed)
-    machine = Machine(MachineConfig(), rng.child("machine"))
-    kernel = Kernel(machine)
-    platform = world.add_platform(machine, kernel)
-    isv_key = generate_signing_key(rng.stream("isv"))
-    app = load_app(Process(kernel, "app"), build_app(isv_key), rng.stream("keyid"))
-    nonce = hashlib.sha256(f"sgxsim quote --seed {seed}".encode()).digest()
-    result = platform.attest(app, at_ns=0, report_data=nonce, version=int(quote_version))
+    fleet = quote_fleet(world, svns, seed=seed, version=int(quote_version))
+    generated_at = world.datetime_at(0)
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = {
-        "quote": out_dir / "quote.bin",
+    files: dict[str, Path] = {
         "collateral": out_dir / "collateral.json",
         "root": out_dir / "root.pem",
         "report": out_dir / "report.json",
+        "verify_command": out_dir / "verify-command.txt",
     }
-    summary = _summary(result.quote, result.verified)
-    summary["generated_at"] = world.datetime_at(0).isoformat()
-    files["quote"].write_bytes(result.quote)
-    files["collateral"].write_text(collateral_to_json(result.collateral) + "\n")
+    single = len(fleet) == 1
+    summaries = []
+    for member in fleet:
+        name = "quote.bin" if single else f"quote-{member.name}.bin"
+        (out_dir / name).write_bytes(member.result.quote)
+        summary = _summary(member.result.quote, member.result.verified)
+        summaries.append(
+            {
+                "platform": member.name,
+                "late_microcode_svn": member.late_microcode_svn,
+                "quote": name,
+                **summary,
+            }
+        )
+    if single:
+        files["quote"] = out_dir / "quote.bin"
+        summary_obj: dict[str, Any] = dict(summaries[0])
+        for key in ("platform", "late_microcode_svn", "quote"):
+            summary_obj.pop(key)
+    else:
+        summary_obj = {"platforms": summaries}
+    summary_obj["generated_at"] = generated_at.isoformat()
+    first = out_dir / ("quote.bin" if single else summaries[0]["quote"])
+    command = verify_command(out_dir, first, generated_at)
+    summary_obj["verify_command"] = command
+    files["collateral"].write_text(collateral_to_json(fleet[0].result.collateral) + "\n")
     files["root"].write_bytes(world.root_pem)
-    files["report"].write_text(json.dumps(summary, indent=2) + "\n")
+    files["verify_command"].write_text(command + "\n")
+    if recovery_svn is not None:
+        week_ns = 7 * 24 * 3600 * 10**9
+        world.publish_recovery(TcbRecovery.late_microcode(recovery_svn), at_ns=week_ns)
+        doc = world.pcs.tcb_info(world.tcb.fmspc, world.datetime_at(week_ns))
+        files["recovery"] = out_dir / "tcb-info-recovery.json"
+        files["recovery"].write_text(doc.envelope() + "\n")
+        summary_obj["recovery"] = {
+            "late_microcode_svn": recovery_svn,
+            "published": format_date(world.datetime_at(week_ns)),
+        }
+    files["report"].write_text(json.dumps(summary_obj, indent=2) + "\n")
     if as_json:
-        click.echo(json.dumps({**summary, "files": {k: str(v) for k, v in files.items()}}, indent=2))
+        click.echo(json.dumps({**summary_obj, "files": {k: str(v) for k, v in files.items()}}, indent=2))
         return
-    click.echo(f"quote v{quote_version}: {len(result.quote)} bytes -> {files['quote']}")
-    body = summary["report_body"]
+    for entry in summaries:
+        click.echo(
+            f"{entry['platform']}: quote v{quote_version} -> {out_dir / entry['quote']}"
+            f"  late microcode SVN {entry['late_microcode_svn']}  TCB status {entry.get('tcb_status', '?')}"
+        )
+    body = summaries[0]["report_body"]
     click.echo(f"MRENCLAVE {body['mr_enclave']}")
     click.echo(f"MRSIGNER  {body['mr_signer']}")
-    click.echo(f"CPUSVN    {body['cpu_svn']}  ISVPRODID {body['isv_prod_id']}  ISVSVN {body['isv_svn']}")
-    if "tcb_status" in summary:
-        advisories = ", ".join(summary["advisory_ids"]) or "none"
-        click.echo(f"TCB status {summary['tcb_status']} (advisories: {advisories})")
     click.echo(f"collateral -> {files['collateral']}; root -> {files['root']}; summary -> {files['report']}")
+    if "recovery" in files:
+        click.echo(f"TCB Info after the recovery -> {files['recovery']}")
+    click.echo("The collateral is valid in the simulated month only; verify with:")
+    click.echo(f"  {command}")
 
 
-def _parse_at(value: str | None) -> dt.datetime | None:
+def parse_at(value: str | None, param: str = "--at") -> dt.datetime | None:
+    """``--at``: an ISO 8601 date/time (naive = UTC); ``click.BadParameter`` otherwise."""
     if value is None:
         return None
     try:
         when = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"not an ISO 8601 date/time: {value!r}", param_hint="--at") from None
+        raise click.BadParameter(f"not an ISO 8601 date/time: {value!r}", param_hint=param) from None
     return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
 
 
-def _load_collateral(path: Path) -> Collateral:
+def wall_clock_now() -> dt.datetime:
+    """The current UTC time: the default verification time of the tools on real evidence.
+
+    Only the CLI reads the wall clock; the simulated world passes its simulated time.
+    """
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def load_collateral(path: Path, param: str = "--collateral") -> Collateral:
+    """collateral.json (or the directory holding it) in dcap-qvl's JSON; BadParameter naming the defect."""
     file = path / "collateral.json" if path.is_dir() else path
     try:
-        text = file.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise click.BadParameter(f"cannot read {file}: {exc}", param_hint="--collateral") from None
+        text = file.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {file}: {exc.strerror or exc}", param_hint=param) from None
+    except UnicodeDecodeError as exc:
+        raise click.BadParameter(
+            f"{file} is not UTF-8 text ({exc.reason} at byte {exc.start})", param_hint=param
+        ) from None
     try:
         return collateral_from_json(text)
     except InvalidArgument as exc:
-        raise click.BadParameter(f"{file}: {exc}", param_hint="--collateral") from None
+        raise click.BadParameter(f"{file}: {exc}", param_hint=param) from None
 
 
-def _load_root(path: Path) -> x509.Certificate:
+def load_root(path: Path, param: str = "--root") -> x509.Certificate:
+    """The trust anchor (PEM, or DER); BadParameter naming the file otherwise."""
     try:
-        return x509.load_pem_x509_certificate(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise click.BadParameter(f"{path}: not a PEM certificate ({exc})", param_hint="--root") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc.strerror or exc}", param_hint=param) from None
+    try:
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_certificate(data)
+        return x509.load_der_x509_certificate(data)
+    except ValueError as exc:
+        raise click.BadParameter(f"{path}: not a certificate ({exc})", param_hint=param) from None
+
+
+def _date(value: dt.datetime | None) -> str | None:
+    return None if value is None else format_date(value)
+
+
+def verdict_json(verified: VerifiedQuote, at: dt.datetime) -> dict[str, Any]:
+    """What ``verify --json`` prints for a verified quote (documented in docs/cli.md)."""
+    level = verified.tcb_level
+    expiry = verified.collateral_expiration
+    return {
+        "accepted": verified.accepted,
+        "rejected_because": verified.rejected_because,
+        "status": str(verified.status),
+        "advisory_ids": list(verified.advisory_ids),
+        "platform_status": str(verified.platform_status),
+        "qe_status": str(verified.qe_status),
+        "tcb_date": _date(verified.tcb_date),
+        "tcb_level": {
+            "sgxtcbcomponents": list(level.components),
+            "pcesvn": level.pcesvn,
+            "tcb_status": str(level.status),
+            "tcb_date": _date(level.tcb_date),
+        },
+        "tcb_evaluation_data_number": verified.tcb_evaluation_data_number,
+        "collateral_expiration": None
+        if expiry is None
+        else {
+            "item": expiry.item,
+            "not_before": _date(expiry.not_before),
+            "not_after": _date(expiry.not_after),
+        },
+        "debug": verified.debug,
+        "at": _date(at),
+        "quote_version": verified.quote.version,
+        "mr_enclave": verified.mr_enclave.hex(),
+        "mr_signer": verified.mr_signer.hex(),
+        "isv_prod_id": verified.isv_prod_id,
+        "isv_svn": verified.isv_svn,
+        "report_data": verified.report_data.hex(),
+        "fmspc": verified.pck.fmspc.hex(),
+        "pck": {"cpusvn": verified.pck.cpusvn.hex(), "pcesvn": verified.pck.pcesvn},
+    }
 
 
 @click.command("verify")
@@ -203,18 +363,19 @@ def _load_root(path: Path) -> x509.Certificate:
     "collateral_path",
     required=True,
     type=click.Path(exists=True, path_type=Path),
-    help="collateral.json, or the directory holding it.",
+    help="collateral.json (dcap-qvl QuoteCollateralV3 JSON), or the directory holding it.",
 )
 @click.option(
     "--root",
     "root_path",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Trust anchor (PEM).",
+    help="Trust anchor: Intel SGX Root CA (PEM or DER).",
 )
 @click.option(
-    "--at", "at_text", default=None, help="Verification time, ISO 8601 (default: TCB Info issueDate)."
+    "--at", "at_text", default=None, help="Verification time, ISO 8601, naive = UTC (default: now)."
 )
+@click.option("--allow-debug", is_flag=True, help="Accept quotes from debug enclaves.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def verify(
@@ -223,46 +384,51 @@ def verify(
     collateral_path: Path,
     root_path: Path,
     at_text: str | None,
+    allow_debug: bool,
     as_json: bool,
 ) -> None:
-    """Verify a quote against collateral and a root CA; print the TCB status and advisory IDs."""
-    collateral = _load_collateral(collateral_path)
-    root = _load_root(root_path)
-    at = _parse_at(at_text)
-    quote_bytes = quote_file.read_bytes()
+    """Verify a DCAP quote as Intel's QVL does; print the TCB status and advisory IDs.
+
+    Exit status: 0 accepted, 1 rejected (the reason is printed), 2 invalid input.
+    """
+    collateral = load_collateral(collateral_path)
+    root = load_root(root_path)
+    at = parse_at(at_text) or wall_clock_now()
     try:
-        if at is None:
-            at = parse_tcb_info(collateral.tcb_info).issue_date
-        verified = verify_quote(quote_bytes, collateral, root, at)
+        quote_bytes = quote_file.read_bytes()
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot read {quote_file}: {exc.strerror or exc}", param_hint="QUOTE"
+        ) from None
+    try:
+        verified = verify_quote(quote_bytes, collateral, root, at, allow_debug=allow_debug)
     except VerificationError as exc:
         name = getattr(exc.reason, "name", str(exc.reason))
         if as_json:
-            click.echo(json.dumps({"accepted": False, "error": name, "detail": exc.detail}, indent=2))
+            click.echo(
+                json.dumps(
+                    {"accepted": False, "error": name, "detail": exc.detail, "at": _date(at)}, indent=2
+                )
+            )
         else:
             click.echo(f"rejected: {name}" + (f": {exc.detail}" if exc.detail else ""))
         ctx.exit(1)
     except InvalidArgument as exc:
         raise click.UsageError(str(exc)) from None
-    report: dict[str, Any] = {
-        "accepted": verified.accepted,
-        "status": str(verified.status),
-        "advisory_ids": list(verified.advisory_ids),
-        "platform_status": str(verified.platform_status),
-        "qe_status": str(verified.qe_status),
-        "tcb_evaluation_data_number": verified.tcb_evaluation_data_number,
-        "at": at.isoformat(),
-        "mr_enclave": verified.mr_enclave.hex(),
-        "mr_signer": verified.mr_signer.hex(),
-        "isv_prod_id": verified.isv_prod_id,
-        "isv_svn": verified.isv_svn,
-        "report_data": verified.report_data.hex(),
-        "fmspc": verified.pck.fmspc.hex(),
-    }
+    report = verdict_json(verified, at)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
         click.echo(f"status: {report['status']}")
-        click.echo(f"accepted: {'yes' if verified.accepted else 'no'}")
+        why = f" ({verified.rejected_because})" if verified.rejected_because else ""
+        click.echo(f"accepted: {'yes' if verified.accepted else 'no'}{why}")
         click.echo(f"advisory IDs: {', '.join(report['advisory_ids']) or 'none'}")
+        click.echo(f"debug enclave: {'yes' if verified.debug else 'no'}")
+        click.echo(
+            f"TCB date: {report['tcb_date']}  evaluation data number: {report['tcb_evaluation_data_number']}"
+        )
+        if verified.collateral_expiration is not None:
+            e = verified.collateral_expiration
+            click.echo(f"collateral valid until {format_date(e.not_after)} ({e.item})")
     if not verified.accepted:
         ctx.exit(1)

@@ -32,10 +32,11 @@ from typing import Any
 import click
 
 from sgxsim.cli.boundary import EXIT_USAGE, CliError, current_interrupt
+from sgxsim.cli.fleet import engine_options, host_progress
 from sgxsim.cli.output import output_folder
 from sgxsim.errors import SgxSimError
 from sgxsim.kernel.policy import SvnPolicy
-from sgxsim.sim.explore import STRATEGIES, Violation, explore, format_violation, replay
+from sgxsim.sim.explore import STRATEGIES, ExploreResult, Violation, explore, format_violation, replay
 from sgxsim.sim.svn import AS_POSTED_SUFFIX, SCENARIOS, svn_program
 
 __all__ = ["explore_cmd", "program_for_toml", "unmodelled_keys"]
@@ -158,6 +159,7 @@ def _write(folder: Path, v: Violation) -> str:
     is_flag=True,
     help="For a TOML file: explore the builtin world its machine maps to, ignoring what it does not model.",
 )
+@engine_options(default=None)
 def explore_cmd(
     scenario: str | None,
     schedules: int,
@@ -170,6 +172,9 @@ def explore_cmd(
     list_: bool,
     replay_file: str | None,
     closest: bool,
+    engine: str | None,
+    workers: int | None,
+    address: str | None,
 ) -> None:
     """Explore interleavings of an SVN-update SCENARIO (builtin name or TOML file)."""
     if list_:
@@ -218,20 +223,49 @@ def explore_cmd(
     run_seed = seed if seed is not None else default_seed
     arguments = {"scenario": scenario, "program": name, "schedules": schedules, "strategy": strategy}
     with output_folder(Path(out), "explore", run_seed, arguments) as folder:
-        flag = current_interrupt()
-        with flag.deferred():
-            result = explore(
-                program,
-                schedules,
-                run_seed,
-                strategy,
-                max_steps=steps,
-                progress=lambda done, total: flag.check(),
-            )
+        if engine is not None or workers is not None:
+            eng = engine or "local"
+            result = _sharded(name, schedules, run_seed, strategy, steps, as_json, eng, workers, address)
+        else:
+            flag = current_interrupt()
+            with flag.deferred():
+                result = explore(
+                    program,
+                    schedules,
+                    run_seed,
+                    strategy,
+                    max_steps=steps,
+                    progress=lambda done, total: flag.check(),
+                )
         names = [_write(folder.tmp, v) for v in result.violations]
         paths = folder.commit()
     _report(result.to_dict(), result.violations, as_json, [str(paths[n]) for n in names])
     raise SystemExit(1 if result.violations else 0)
+
+
+def _sharded(
+    name: str,
+    schedules: int,
+    seed: int,
+    strategy: str,
+    steps: int,
+    quiet: bool,
+    engine: str,
+    workers: int | None,
+    address: str | None,
+) -> ExploreResult:
+    """Shards of schedules by (seed, index) on an engine (sgxsim.sim.explore_shards).
+
+    Ctrl-C cancels the outstanding shards and propagates (exit 130, the output folder unchanged).
+    """
+    from sgxsim.sim.engine import EngineError, EngineSpec, open_engine
+    from sgxsim.sim.explore_shards import explore_sharded
+
+    try:
+        with open_engine(EngineSpec(engine, workers, address)) as eng, host_progress(not quiet, name) as tick:
+            return explore_sharded(eng, name, schedules, seed, strategy, max_steps=steps, progress=tick)
+    except EngineError as err:
+        raise CliError(str(err), EXIT_USAGE) from None
 
 
 def _report(d: dict[str, Any], violations: tuple[Violation, ...], as_json: bool, paths: list[str]) -> None:

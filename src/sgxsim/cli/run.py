@@ -29,9 +29,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from sgxsim.cli.boundary import EXIT_FAILED, EXIT_USAGE, CliError, current_interrupt
+from sgxsim.cli.fleet import engine_options, host_progress
 from sgxsim.cli.output import OutputFolder, output_folder
 from sgxsim.errors import ScenarioError
 from sgxsim.kernel.policy import SvnPolicy
+from sgxsim.sim.engine import EngineSpec
 from sgxsim.sim.report import Report, Scalar, write_outputs
 from sgxsim.sim.runner import RUN_POLICIES, WHAT_IF_POLICY, Runner, RunResult, policy_label
 from sgxsim.sim.scenario import Scenario, format_ns_short, load_scenario, parse_duration
@@ -259,12 +261,23 @@ def _parse_policies(text: str) -> list[str]:
     show_default=True,
     help=f"Also run the what-if {WHAT_IF_POLICY} (impossible in Linux: the kernel cannot know).",
 )
+@click.option(
+    "--seeds",
+    type=click.IntRange(1),
+    default=None,
+    help="Run each policy over N seeds; report p5/median/p95.",
+)
+@engine_options()
 @_common
 @_outputs
 def compare(
     scenario: str,
     policies: str,
     what_if: bool,
+    seeds: int | None,
+    engine: str,
+    workers: int | None,
+    address: str | None,
     seed: int | None,
     as_json: bool,
     verbose: int,
@@ -294,6 +307,16 @@ def compare(
             row["verdicts_accepted"] = res.metrics.get("verdicts_accepted")
             row["verdicts_refused"] = res.metrics.get("verdicts_refused")
             rows.append(row)
+        if seeds is not None:
+            rows = _seed_rows(
+                sc,
+                pols,
+                [policy_label(r.policy) for r in results],
+                base.seed,
+                seeds,
+                quiet or as_json,
+                EngineSpec(engine, workers, address),
+            )
         base.report.comparison = rows
         write_outputs(folder.tmp, base.report, base.trace, base.timeline)
         paths = folder.commit()
@@ -301,10 +324,56 @@ def compare(
             click.echo(base.report.to_json(), nl=False)
         elif not quiet:
             console = Console(file=sys.stdout)
-            base.report.render_rich(console)
+            if seeds is None:
+                base.report.render_rich(console)
+            else:
+                _print_spread(console, rows)
             console.print(f"Wrote {', '.join(sorted(paths))} to {out_dir}", highlight=False)
         if strict and any(r.report.kernel_warnings for r in results):
             raise CliError("kernel WARN(s) during a run (see kernel.log)", EXIT_FAILED)
+
+
+def _seed_rows(
+    sc: Scenario, pols: list[str], labels: list[str], seed: int, n: int, quiet: bool, spec: EngineSpec
+) -> list[dict[str, Scalar]]:
+    """Each policy over seeds seed .. seed + n - 1 on an engine: p5 / median / p95 rows (sim/seeds.py)."""
+    from sgxsim.sim.engine import EngineError, open_engine
+    from sgxsim.sim.seeds import SeedRun, run_seed, spread_rows
+
+    tasks = [SeedRun(sc, p, seed + i) for p in pols for i in range(n)]
+    try:
+        with open_engine(spec) as eng, host_progress(not quiet, f"{sc.name} x {n} seeds") as tick:
+            metrics = eng.map(run_seed, tasks, tick)
+    except EngineError as err:  # Ctrl-C cancels the outstanding runs and propagates (exit 130)
+        raise CliError(str(err), EXIT_USAGE) from None
+    keys = [k for k, _, _ in COMPARISON_METRICS] + ["verdicts_accepted", "verdicts_refused"]
+    runs = [metrics[i * n : (i + 1) * n] for i in range(len(pols))]
+    return spread_rows(pols, labels, runs, keys)
+
+
+def _print_spread(console: Console, rows: list[dict[str, Scalar]]) -> None:
+    """One line per metric, one column per policy: median (p5 .. p95) over the seeds."""
+    from sgxsim.sim.timeline import format_ns
+
+    def fmt(key: str, v: Scalar) -> str:
+        if v is None:
+            return "n/a"
+        return format_ns(v) if key.endswith("_ns") and isinstance(v, int | float) else f"{v:g}"
+
+    t = Table(title=f"Over {rows[0]['seeds']} seeds: median (p5 .. p95)", title_justify="left")
+    t.add_column("metric")
+    for r in rows:
+        t.add_column(str(r["policy"]).split(" (")[0], justify="right")
+    for key in [k for k in rows[0] if k not in ("policy", "seeds") and not k.endswith(("_p5", "_p95"))]:
+        label = key.removesuffix("_ns").replace("_", " ")
+        t.add_row(
+            label,
+            *(
+                f"{fmt(key, r[key])} ({fmt(key, r[f'{key}_p5'])} .. {fmt(key, r[f'{key}_p95'])})"
+                for r in rows
+            ),
+        )
+    console.print(t)
 
 
 @click.command()

@@ -45,6 +45,7 @@ re-certify); it costs no simulated time.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -73,11 +74,12 @@ from sgxsim.attest import (
     VerifiedQuote,
     verify_quote,
 )
+from sgxsim.attest.impact import Evidence, FleetImpact, tcb_impact
 from sgxsim.errors import InvalidArgument, ModelInvariantError, VerificationError
 from sgxsim.hw.arch import CPUSVN_SIZE, Attributes, KeyName, Targetinfo
-from sgxsim.hw.cpu import SVN_COMPONENT_LATE_MICROCODE
+from sgxsim.hw.cpu import SVN_COMPONENT_LATE_MICROCODE, MicrocodePatch
 from sgxsim.hw.crypto import PKCS1_SHA256_PADDING, KeyDependencies, derive_key
-from sgxsim.hw.machine import Machine
+from sgxsim.hw.machine import Machine, MachineConfig
 from sgxsim.kernel.encl import SGX_ENCL_DEAD, SgxEncl
 from sgxsim.kernel.main import Kernel
 from sgxsim.kernel.process import Process
@@ -99,9 +101,11 @@ from sgxsim.sdk.quoting import (
     QeInit,
     Quote3Error,
     QuotingEnclave,
+    build_app,
     build_pce,
     build_qe,
     certification_data,
+    load_app,
     load_pce,
     load_qe,
     pck_private_key,
@@ -117,11 +121,13 @@ __all__ = [
     "AttestationResult",
     "AttestationWorld",
     "EnclaveHandle",
+    "FleetQuote",
     "Platform",
     "TcbDescription",
     "TcbRecovery",
     "default_tcb_description",
     "driver_enclave",
+    "quote_fleet",
     "sgx_tcb_components",
 ]
 
@@ -475,6 +481,35 @@ class AttestationWorld:
             self._issue_reachable(self.pcs.platform(ppid))
         return level
 
+    def current_pck(self, platform: Platform) -> PckCertificate | None:
+        """The PCK certificate ``platform`` quotes with now, without starting anything.
+
+        The certificate of its certification if the quoting service has one, else the one the
+        PCS selects for the machine's raw TCB now (CPUSVN, the PCE's ISVSVN).
+        """
+        if platform._cert is not None:
+            return platform._cert.pck
+        return self.pcs.select_pck_cert(platform.ppid, platform.machine.cpusvn, self.pce_build.isvsvn)
+
+    def publish_recovery_with_impact(
+        self, recovery: TcbRecovery, *, at_ns: int, grace: dt.timedelta = dt.timedelta(0)
+    ) -> tuple[TcbLevel, FleetImpact]:
+        """:meth:`publish_recovery`, and which of this world's platforms it demotes and when.
+
+        Models: what ``sgxsim tcb-impact`` tells an operator (:func:`sgxsim.attest.impact.tcb_impact`):
+        each platform's PCK TCB under the TCB Info before and after the recovery.
+        """
+        now = self.datetime_at(at_ns)
+        before = self.pcs.tcb_info(self.tcb.fmspc, now).body
+        evidence = []
+        for i, platform in enumerate(self.platforms):
+            pck = self.current_pck(platform)
+            if pck is not None:
+                evidence.append(Evidence(f"platform {i} ({platform.name})", pck.extension))
+        level = self.publish_recovery(recovery, at_ns=at_ns)
+        after = self.pcs.tcb_info(self.tcb.fmspc, now).body
+        return level, tcb_impact(evidence, [before], [after], grace=grace)
+
     def add_platform(
         self,
         machine: Machine,
@@ -739,3 +774,53 @@ class Platform:
             policy = BrokerPolicy(rules=(EnclaveRule(mrenclave=body.mr_enclave),))
         decision = self.world.broker(policy).request(quote, collateral, now)
         return AttestationResult(quote, collateral, verification, decision)
+
+
+@dataclass(frozen=True)
+class FleetQuote:
+    """One platform of :func:`quote_fleet`: its late-microcode SVN and its attestation."""
+
+    name: str
+    late_microcode_svn: int
+    result: AttestationResult
+
+
+#: Revision of the early microcode patch :func:`quote_fleet` boots its machines with.
+FLEET_MICROCODE_REVISION = 0xD0003A5
+
+
+def quote_fleet(
+    world: AttestationWorld,
+    late_microcode_svns: Iterable[int],
+    *,
+    seed: int,
+    version: int = 3,
+    at_ns: int = 0,
+) -> list[FleetQuote]:
+    """Boot one machine per SVN in ``world`` (one root CA, one PCS) and quote an application enclave on each.
+
+    Machine ``i`` boots the early microcode patch with the "SGX Late Microcode Update" component
+    at ``late_microcode_svns[i]`` (every other component 2, as :class:`MachineConfig`'s default)
+    and draws its fuses from ``Rng(seed).child("machine")`` (``machine-i`` for i > 0). The
+    application enclave is one build signed by one ISV key. Outcome: the quotes with their
+    collateral, verdict and broker decision at simulated time ``at_ns``.
+    """
+    svns = list(late_microcode_svns)
+    if not svns or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 255 for v in svns):
+        raise InvalidArgument(f"late microcode SVNs must be a non-empty list of 1..255, got {svns!r}")
+    rng = Rng(seed)
+    isv_key = generate_signing_key(rng.stream("isv"))
+    app_build = build_app(isv_key)
+    out: list[FleetQuote] = []
+    for i, svn in enumerate(svns):
+        patch = MicrocodePatch.with_svns(FLEET_MICROCODE_REVISION, base=2, late_microcode=svn, name="early")
+        machine = Machine(
+            MachineConfig(early_microcode=patch), rng.child("machine" if i == 0 else f"machine-{i}")
+        )
+        kernel = Kernel(machine)
+        platform = world.add_platform(machine, kernel, name=f"aesm_service-{i}")
+        app = load_app(Process(kernel, "app"), app_build, rng.stream("keyid" if i == 0 else f"keyid-{i}"))
+        nonce = hashlib.sha256(f"sgxsim quote --seed {seed} platform {i}".encode()).digest()
+        result = platform.attest(app, at_ns=at_ns, report_data=nonce, version=version)
+        out.append(FleetQuote(f"platform-{i:02d}", svn, result))
+    return out

@@ -506,16 +506,28 @@ def plot_comparison(rows: Sequence[Mapping[str, object]], path: str | Path, titl
         is_time = _UNITS[keys[0]] == "ns"
         unit, scale = _unit_for(max(finite, default=0.0)) if is_time else ("", 1.0)
         bottom = np.zeros(len(rows))
+        whiskers = 0.0
         legend: list[Any] = []
         for j, (key, vals) in enumerate(zip(keys, series, strict=True)):
             heights = np.array([0.0 if v is None else v / scale for v in vals])
             hatch = None if j == 0 else "//"
             ax.bar(xs, heights, bottom=bottom, color=colors, edgecolor="black", linewidth=0.5, hatch=hatch)
+            spread = [(_metric(r, f"{key}_p5"), _metric(r, f"{key}_p95")) for r in rows]
+            if len(keys) == 1 and any(hi is not None for _, hi in spread):  # compare --seeds: p5 .. p95
+                lows = np.array(
+                    [h if lo is None else lo / scale for h, (lo, _) in zip(heights, spread, strict=True)]
+                )
+                highs = np.array(
+                    [h if hi is None else hi / scale for h, (_, hi) in zip(heights, spread, strict=True)]
+                )
+                yerr = np.clip(np.vstack([heights - lows, highs - heights]), 0, None)
+                ax.errorbar(xs, heights, yerr=yerr, fmt="none", ecolor="black", capsize=4, label="p5-p95")
+                whiskers = float(highs.max())
             bottom = bottom + heights
             legend.append(
                 Patch(facecolor="white", edgecolor="black", hatch=hatch, label=key.replace("_", " "))
             )
-        top = float(bottom.max()) if len(bottom) else 0.0
+        top = max(float(bottom.max()) if len(bottom) else 0.0, whiskers)
         for i in range(len(rows)):
             vals_i = [s[i] for s in series]
             if all(v is None for v in vals_i):

@@ -1,0 +1,132 @@
+"""``sgxsim fleet``: bad input fails fast (exit 2, no traceback); Ctrl-C exits 130, writes nothing."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sgxsim.cli import main
+
+SMALL = Path(__file__).resolve().parents[1] / "sim" / "data" / "small-fleet.toml"
+
+
+def _fleet(tmp_path: Path, old: str = "", new: str = "") -> Path:
+    text = SMALL.read_text()
+    if old:
+        assert old in text
+        text = text.replace(old, new, 1)
+    path = tmp_path / "fleet.toml"
+    path.write_text(text)
+    return path
+
+
+def _invoke(args: list[str], tmp_path: Path) -> tuple[int, str]:
+    r = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "out"), "-q"])
+    assert "Traceback" not in r.output
+    return r.exit_code, r.output
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "needle"),
+    [
+        ("percent = 25\n", 'percent = 25\nclasses = ["nope"]\n', "rollout.wave[0].classes[0]"),
+        ("percent = 75", "percent = 90", "more than 100 %"),
+        ('policy = "rfc-v2-teardown"', 'policy = "rfc-v3"', "class[0].policy"),
+        ('size = "32MiB"', 'size = "3MiB+"', "class[0].machine.epc_sections[0].size"),
+    ],
+)
+def test_bad_fleet_file_exits_2_before_any_work(tmp_path: Path, old: str, new: str, needle: str) -> None:
+    code, out = _invoke(["fleet", str(_fleet(tmp_path, old, new))], tmp_path)
+    assert code == 2 and needle in out and "(line " in out
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_file_and_conflicting_options(tmp_path: Path) -> None:
+    code, out = _invoke(["fleet", str(tmp_path / "none.toml")], tmp_path)
+    assert code == 2 and "cannot read fleet file" in out
+    code, _ = _invoke(["fleet", str(SMALL), "--policy", "none", "--compare-policies"], tmp_path)
+    assert code == 2
+    code, out = _invoke(["fleet", str(SMALL), "--address", "127.0.0.1:1"], tmp_path)
+    assert code == 2 and "--engine ray" in out
+
+
+def test_unreachable_ray_address_fails_fast(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, out = _invoke(["fleet", str(SMALL), "--engine", "ray", "--address", f"127.0.0.1:{port}"], tmp_path)
+    assert code == 2 and "unreachable" in out
+    assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_exits_130_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sgxsim.sim.fleet.run as run
+
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "run_fleet", interrupted)
+    code, out = _invoke(["fleet", str(SMALL), "--workers", "1"], tmp_path)
+    assert code == 130 and "interrupted" in out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_over_seeds_reports_p5_median_p95(tmp_path: Path) -> None:
+    scenario = Path(__file__).resolve().parents[2] / "examples" / "rfc-v2-late-load.toml"
+    args = ["compare", str(scenario), "--policies", "rfc-v2-teardown,linux-6.19-on-open", "--no-what-if"]
+    r = CliRunner().invoke(main, [*args, "--seeds", "3", "--workers", "2", "--out", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)["comparison"]
+    assert [row["policy"] for row in rows] == ["rfc-v2-teardown", "linux-6.19-on-open"]
+    for row in rows:
+        assert row["seeds"] == 3
+        for key in ("enclave_downtime_ns", "verdicts_accepted", "time_to_attested_ns"):
+            if row[key] is not None:
+                assert row[f"{key}_p5"] <= row[key] <= row[f"{key}_p95"]
+    teardown = rows[0]
+    assert teardown["time_to_attested_ns_p5"] < teardown["time_to_attested_ns_p95"]  # seeds spread
+    assert (tmp_path / "comparison.png").stat().st_size > 0
+    r = CliRunner().invoke(main, [*args, "--seeds", "1", "--workers", "1", "--out", str(tmp_path / "t")])
+    assert r.exit_code == 0 and "median (p5 .. p95)" in r.output
+
+
+def test_compare_policies_runs_the_fleet_under_each_design(tmp_path: Path) -> None:
+    text = SMALL.read_text()
+    text = text.replace(
+        "[[rollout.wave]]\npercent = 25\n\n[[rollout.wave]]\npercent = 75", "[[rollout.wave]]\npercent = 100"
+    )
+    path = tmp_path / "fleet.toml"
+    path.write_text(text)
+    out = tmp_path / "cmp"
+    r = CliRunner().invoke(
+        main,
+        [
+            "fleet",
+            str(path),
+            "--compare-policies",
+            "--sample",
+            "1",
+            "--workers",
+            "2",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    top = json.loads(r.output)
+    rows = {row["policy"]: row for row in top["comparison"]}
+    assert set(rows) == {"rfc-v2-teardown", "explicit-trigger", "linux-6.19-on-open"}
+    assert all(row["host_runs"] == 3 for row in rows.values())
+    # Without a trigger write or a drain, the explicit trigger never updates a busy host; the RFC v2
+    # teardown updates every one.
+    assert rows["rfc-v2-teardown"]["never_reached_hosts"] == 0
+    assert rows["explicit-trigger"]["never_reached_hosts"] == 12
+    for policy in rows:
+        sub = json.loads((out / policy / "fleet.json").read_text())
+        assert sub["policy"] == policy and all(c["policy"] == policy for c in sub["classes"])

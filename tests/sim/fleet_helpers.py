@@ -1,0 +1,16 @@
+"""Shared by the fleet tests: the 12-host fleet file and a JSON dump of a fleet result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sgxsim.sim.fleet.output import fleet_dict
+from sgxsim.sim.fleet.run import FleetResult
+
+SMALL_FLEET = Path(__file__).resolve().parent / "data" / "small-fleet.toml"
+
+
+def fleet_json(res: FleetResult) -> str:
+    """What fleet.json holds for ``res`` (same serialization as the writer)."""
+    return json.dumps(fleet_dict(res), indent=1, sort_keys=True)

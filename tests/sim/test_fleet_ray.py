@@ -1,0 +1,90 @@
+"""The 12-host fleet on Ray (a local instance with 2 CPUs, one session for the module) gives the
+same fleet.json bytes as the local engine, also when a Ray worker is killed mid-run."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sgxsim.sim.engine import LocalEngine, RayEngine
+from sgxsim.sim.explore_shards import explore_sharded
+from sgxsim.sim.fleet.run import FleetResult, run_fleet
+from sgxsim.sim.fleet.spec import load_fleet
+
+from .fleet_helpers import SMALL_FLEET, fleet_json
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.xdist_group("ray")
+
+
+@pytest.fixture(scope="module")
+def ray_engine() -> Iterator[RayEngine]:
+    """One local Ray session (2 CPUs, no dashboard, usage stats off) for every test here."""
+    eng = RayEngine(workers=2)
+    try:
+        yield eng
+    finally:
+        eng.close()
+
+
+@pytest.fixture(scope="module")
+def local_json() -> str:
+    eng = LocalEngine(2)
+    try:
+        return fleet_json(run_fleet(load_fleet(SMALL_FLEET), eng))
+    finally:
+        eng.close()
+
+
+def test_ray_session_sends_nothing_off_the_machine(ray_engine: RayEngine) -> None:
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
+    assert ray.is_initialized()
+
+
+def test_ray_and_local_give_the_same_fleet_json(ray_engine: RayEngine, local_json: str) -> None:
+    done: list[int] = []
+    res = run_fleet(load_fleet(SMALL_FLEET), ray_engine, progress=lambda d, t: done.append(d))
+    assert fleet_json(res) == local_json
+    assert done[-1] == 12 and done == sorted(done)
+
+
+def _busy_ray_workers() -> list[int]:
+    """PIDs of Ray worker processes running a host (Ray titles them ``ray::run_host``)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmd.startswith(b"ray::run_host"):
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_killed_worker_is_retried_with_the_same_result(ray_engine: RayEngine, local_json: str) -> None:
+    killed: list[int] = []
+
+    def kill_one(done: int, total: int) -> None:
+        if killed or done >= total - 2:
+            return
+        for pid in _busy_ray_workers():
+            os.kill(pid, signal.SIGKILL)  # a worker process this test's Ray session started
+            killed.append(pid)
+            return
+
+    res: FleetResult = run_fleet(load_fleet(SMALL_FLEET), ray_engine, progress=kill_one)
+    assert killed, "no Ray worker was running a host when one finished"
+    assert fleet_json(res) == local_json
+
+
+def test_explore_shards_on_ray_match_local(ray_engine: RayEngine) -> None:
+    args = ("entropy", 6, 3, "both")
+    local = explore_sharded(LocalEngine(1), *args, max_steps=20_000, stop_on_first=False, shard_size=2)
+    on_ray = explore_sharded(ray_engine, *args, max_steps=20_000, stop_on_first=False, shard_size=2)
+    assert on_ray.to_dict() == local.to_dict()
