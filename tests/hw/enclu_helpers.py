@@ -327,6 +327,7 @@ def build_enclave(
     isvsvn: int = 0,
     other_key: bool = False,
     corrupt_code_byte: int | None = None,
+    tcs_flags: int = 0,
 ) -> Enclave:
     """Build and EINIT the test enclave with raw ENCLS (tests/hw/helpers.py) and map it into a page table.
 
@@ -352,8 +353,8 @@ def build_enclave(
     assert len(image) <= n_code * PAGE_SIZE
     code = image + bytes(n_code * PAGE_SIZE - len(image))
     specs = [
-        tcs_page(layout["tcs1"], ossa=layout["ssa1"], nssa=nssa, oentry=layout["code"]),
-        tcs_page(layout["tcs2"], ossa=layout["ssa2"], nssa=nssa, oentry=layout["code"]),
+        tcs_page(layout["tcs1"], ossa=layout["ssa1"], nssa=nssa, oentry=layout["code"], flags=tcs_flags),
+        tcs_page(layout["tcs2"], ossa=layout["ssa2"], nssa=nssa, oentry=layout["code"], flags=tcs_flags),
     ]
     specs += [
         reg_page(layout["code"] + i * PAGE_SIZE, code[i * PAGE_SIZE : (i + 1) * PAGE_SIZE], perms=code_perms)

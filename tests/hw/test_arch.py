@@ -434,9 +434,10 @@ def test_reserved_ok_detects_any_nonzero_reserved_byte(cls: Any, data: st.DataOb
 def test_reserved_ok_integer_and_flag_parts() -> None:
     assert not Keyrequest(reserved1=1).reserved_ok()
     assert Keyrequest(keyname=KeyName.SEAL, keypolicy=0x3F, cpusvn=b"\xff" * 16).reserved_ok()
-    # TCS.FLAGS: only DBGOPTIN (bit 0) is defined.
+    # TCS.FLAGS: DBGOPTIN (bit 0) and AEXNOTIFY (bit 1) are defined; bits 63:2 are reserved.
     assert Tcs(flags=arch.SGX_TCS_DBGOPTIN, ossa=0x1000, nssa=2).reserved_ok()
-    for bit in (1, 2, 31, 63):
+    assert Tcs(flags=arch.SGX_TCS_AEXNOTIFY | arch.SGX_TCS_DBGOPTIN).reserved_ok()
+    for bit in (2, 3, 31, 63):
         assert not Tcs(flags=1 << bit).reserved_ok()
     # EINITTOKEN.VALID: bits 31:1 are reserved.
     assert EinitToken(valid=1).reserved_ok()
@@ -548,7 +549,7 @@ def test_encls_leaf_numbers() -> None:
 def test_enclu_leaf_numbers() -> None:
     expected = {
         "EREPORT": 0, "EGETKEY": 1, "EENTER": 2, "ERESUME": 3, "EEXIT": 4,
-        "EACCEPT": 5, "EMODPE": 6, "EACCEPTCOPY": 7,
+        "EACCEPT": 5, "EMODPE": 6, "EACCEPTCOPY": 7, "EDECCSSA": 9,
     }  # fmt: skip
     assert {m.name: m.value for m in EncluLeaf} == expected
 
@@ -622,7 +623,7 @@ def test_misc_constants() -> None:
     assert arch.SGX_MAX_EPC_SECTIONS == 8
     assert (arch.SGX_CPUID_SGX1, arch.SGX_CPUID_SGX2, arch.SGX_CPUID_EUPDATESVN) == (1, 2, 1 << 10)
     assert arch.SGX_TCS_DBGOPTIN == 1 and arch.SGX_TCS_RESERVED_SIZE == 4024
-    assert arch.SGX_TCS_RESERVED_MASK == ((1 << 64) - 1) & ~1
+    assert arch.SGX_TCS_RESERVED_MASK == ((1 << 64) - 1) & ~3
     assert (arch.SGX_SSA_GPRS_SIZE, arch.SGX_SSA_MISC_EXINFO_SIZE) == (184, 16)
     assert arch.SGX_MODULUS_SIZE == 384 and arch.SGX_LAUNCH_TOKEN_SIZE == 304 == EinitToken.SIZE
     assert sorted(arch.SIGSTRUCT_VENDORS) == [0, 0x8086]

@@ -13,9 +13,20 @@ import numpy as np
 import pytest
 
 from sgxsim.errors import InvalidArgument
-from sgxsim.hw.arch import PAGE_SIZE, EnclsLeaf, Fault, LeafResult, PageType, SgxStatus, gp0, secinfo_flags
+from sgxsim.hw.arch import (
+    PAGE_SIZE,
+    EnclsLeaf,
+    Fault,
+    LeafResult,
+    PageType,
+    SgxStatus,
+    Vector,
+    gp0,
+    secinfo_flags,
+)
 from sgxsim.hw.encls import (
     BATCH_FAULT,
+    BATCH_UD,
     decode_batch_status,
     eadd_batch,
     eaug_batch,
@@ -341,14 +352,15 @@ def test_eremove_batch_drops_tcs_threads_and_contents() -> None:
 def test_eremove_batch_gate_and_decode() -> None:
     m = small_machine()
     encl = build_enclave(m)
-    m.cpus[0].active_secs = encl.secs_index  # in enclave mode: ENCLS is refused
+    m.cpus[0].active_secs = encl.secs_index  # in enclave mode: ENCLS is #UD (SDM)
     encl.state.inside[0] = 0
-    assert eremove_batch(m, 0, arr([encl.phys(0x2000)])).tolist() == [BATCH_FAULT]
+    assert eremove_batch(m, 0, arr([encl.phys(0x2000)])).tolist() == [BATCH_UD]
+    assert decode_batch_status(m, encl.phys(0x2000), BATCH_UD) == Fault(int(Vector.UD))
     assert decode_batch_status(m, encl.phys(0x2000), BATCH_FAULT) == gp0()
     assert decode_batch_status(m, DRAM_ADDR, BATCH_FAULT) == Fault(14, 0x8001, DRAM_ADDR)
     assert decode_batch_status(m, DRAM_ADDR, 13) == SgxStatus.SGX_CHILD_PRESENT
     with pytest.raises(InvalidArgument):
-        decode_batch_status(m, DRAM_ADDR, -2)
+        decode_batch_status(m, DRAM_ADDR, -3)
     assert eremove_batch(m, 0, arr([])).size == 0
 
 

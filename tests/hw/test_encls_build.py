@@ -321,7 +321,7 @@ EADD_GP_CASES: dict[str, Callable[[Enclave], tuple[LeafResult, int]]] = {
         en, PageSpec(0, secinfo_flags(PageType.PT_SS_FIRST, RW))
     ),
     "W without R": lambda en: _eadd_raw(en, reg_page(0, perms=W)),
-    "TCS reserved flags": lambda en: _eadd_raw(en, tcs_page(0, ossa=0x1000, flags=2)),
+    "TCS reserved flags": lambda en: _eadd_raw(en, tcs_page(0, ossa=0x1000, flags=4)),
     "TCS reserved bytes": lambda en: _eadd_raw(
         en, PageSpec(0, secinfo_flags(PageType.PT_TCS), bytes(100) + b"\x01")
     ),

@@ -30,7 +30,7 @@ from tests.hw.enclu_helpers import (
     build_enclave,
 )
 
-from sgxsim.hw import crypto
+from sgxsim.hw import arch, crypto
 from sgxsim.hw.arch import (
     PAGE_SIZE,
     Attributes,
@@ -528,13 +528,14 @@ def test_eaccept_operand_checks(m: Machine) -> None:
     assert encl.host_u64(op + 24) == SgxStatus.SGX_PAGE_ATTRIBUTES_MISMATCH
 
 
-def _make_tcs_page(encl: Enclave, cssa: int = 0, nssa: int = 1) -> int:
+def _make_tcs_page(encl: Enclave, cssa: int = 0, nssa: int = 1, flags: int = 0) -> int:
     """tcs_create: EAUG+EACCEPT a page and an SSA page, write a TCS, EMODT it to PT_TCS, ETRACK."""
     tcs_la, ssa_la = encl.la("hole"), encl.la("hole") + PAGE_SIZE
     for la in (tcs_la, ssa_la):
         encl.eaug(la)
         assert eaccept(encl, secinfo_flags(REG, R | W, PENDING), la) == SgxStatus.SUCCESS
     tcs = Tcs(
+        flags=flags,
         ossa=ssa_la - encl.base,
         cssa=cssa,
         nssa=nssa,
@@ -556,6 +557,22 @@ def test_tcs_create(encl: Enclave) -> None:
     op = encl.op(0, MAGIC)
     eexit(encl.enter(op, tcs_la))
     assert encl.copy_out(encl.la("data"), 8) == MAGIC.to_bytes(8, "little")
+
+
+def test_tcs_create_aexnotify() -> None:
+    """EACCEPT of a TCS with FLAGS.AEXNOTIFY (bit 1, not reserved) in an AEXNOTIFY enclave, then entry."""
+    attrs = int(Attributes.MODE64BIT | Attributes.AEXNOTIFY)
+    encl = build_enclave(Machine(), attributes=attrs, tcs_flags=arch.SGX_TCS_AEXNOTIFY)
+    assert encl.init_status == SgxStatus.SUCCESS
+    tcs_la = _make_tcs_page(encl, flags=arch.SGX_TCS_AEXNOTIFY)
+    assert eaccept(encl, secinfo_flags(TCS, 0, MODIFIED), tcs_la) == SgxStatus.SUCCESS
+    op = encl.op(0, MAGIC)
+    eexit(encl.enter(op, tcs_la))
+    assert encl.copy_out(encl.la("data"), 8) == MAGIC.to_bytes(8, "little")
+    # A reserved FLAGS bit (63:2) is still refused.
+    encl2 = build_enclave(Machine(), attributes=attrs, tcs_flags=arch.SGX_TCS_AEXNOTIFY)
+    bad = _make_tcs_page(encl2, flags=arch.SGX_TCS_AEXNOTIFY | 0x4)
+    assert eaccept(encl2, secinfo_flags(TCS, 0, MODIFIED), bad) == Fault(Vector.GP)
 
 
 def test_tcs_accept_rejects_insane_tcs(encl: Enclave) -> None:

@@ -500,8 +500,18 @@ def test_eaug_batch_equals_one_page_path(
     assert epc_snapshot(ma) == epc_snapshot(mb)
 
 
-@settings(max_examples=60, deadline=None)
-@given(pages=st.lists(_addr, max_size=40), active=st.booleans(), trim=st.booleans())
+#: Consecutive EPC pages (the path that clears the EPCM through slices), in order or permuted.
+_runs = st.tuples(st.integers(0, 63), st.integers(1, 64), st.randoms(use_true_random=False)).map(
+    lambda t: (
+        t[2].sample([("epc", i, 0) for i in range(t[0], min(64, t[0] + t[1]))], k=min(64, t[0] + t[1]) - t[0])
+        if t[1] % 2
+        else [("epc", i, 0) for i in range(t[0], min(64, t[0] + t[1]))]
+    )
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(pages=st.one_of(st.lists(_addr, max_size=40), _runs), active=st.booleans(), trim=st.booleans())
 def test_eremove_batch_equals_one_page_path(
     pages: list[tuple[str, int, int]], active: bool, trim: bool
 ) -> None:

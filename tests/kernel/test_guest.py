@@ -21,6 +21,7 @@ from sgxsim.hw.arch import (
     PAGE_SIZE,
     SGX_ATTR_PRIV_MASK,
     SGX_ATTR_UNPRIV_MASK,
+    SGX_CPUID_EDECCSSA,
     Attributes,
     EnclsLeaf,
     Fault,
@@ -123,7 +124,7 @@ def test_guest_cpuid_is_kvm_and_qemu_view(world: World) -> None:
     h0, h1 = hm.cpuid(0x12, 0), hm.cpuid(0x12, 1)
     assert h0[0] & (1 << 10)  # the host has EUPDATESVN ...
     eax, ebx, ecx, edx = gm.cpuid(0x12, 0)
-    assert eax == 0x3  # ... KVM exposes SGX1 | SGX2 only
+    assert eax == 0x3 | SGX_CPUID_EDECCSSA  # ... KVM exposes SGX1 | SGX2 | EDECCSSA, never EUPDATESVN
     assert (ebx, ecx, edx) == (h0[1] & 1, 0, h0[3])
     assert gm.cpuid(0x12, 1) == (h1[0] & (SGX_ATTR_PRIV_MASK | SGX_ATTR_UNPRIV_MASK), 0, h1[2], h1[3])
     assert gm.cpuid(0x12, 2) == encode_epc_section(GUEST_EPC_BASE, 16 * PAGE_SIZE)
@@ -142,7 +143,7 @@ def test_guest_cpuid_is_kvm_and_qemu_view(world: World) -> None:
 
 def test_guest_without_sgx2(world: World) -> None:
     g = start_vm(world, VmConfig(sgx2=False))
-    assert g.vm.machine.cpuid(0x12, 0)[0] == 0x1
+    assert g.vm.machine.cpuid(0x12, 0)[0] & ~SGX_CPUID_EDECCSSA == 0x1  # SGX1 only (EDECCSSA is separate)
     assert not g.kernel.sgx2
     # EAUG is then not enabled in the guest: it exits and KVM injects #GP.
     assert g.vm.machine.encls(0, EnclsLeaf.EAUG, 0, GUEST_EPC_BASE, 0) == gp0()
@@ -372,6 +373,23 @@ def test_ecreate_on_a_used_page_reflects_an_epcm_fault(world: World) -> None:
     assert ec1(good_secs()) == SgxStatus.SUCCESS
     assert ec1(good_secs()) == gp0()  # an SGX1 guest gets #GP(0)
     assert ec1.remove() == SgxStatus.SUCCESS
+
+
+@pytest.mark.parametrize("how", ["read-only", "unmapped"])
+def test_ecreate_on_a_bad_vmm_mapping_injects_the_pf(world: World, how: str) -> None:
+    """The VMM's vEPC mapping behind the guest's SECS is read-only or gone: the host ECREATE
+    takes the #PF, sgx_virt_ecreate returns -EFAULT/14, KVM injects the fault; no WARN, the VM
+    goes on (Models: virt.c sgx_virt_ecreate, vmx/sgx.c sgx_inject_fault)."""
+    g = start_vm(world)
+    slot = next(s for s in g.vm.memslots if s.kind == "epc")
+    if how == "read-only":
+        g.vm.proc.mprotect(slot.hva, slot.size, U.PROT_READ)
+    else:
+        g.vm.proc.munmap(slot.hva, slot.size)
+    fault = Ecreate(g)(good_secs())
+    assert fault == Fault(int(Vector.PF), int(PfError.P | PfError.W | PfError.SGX), GUEST_EPC_BASE)
+    assert g.vm.injected == [fault] and g.vm.alive
+    assert world.kernel.log.warn_count == 0
 
 
 def test_unbacked_gpa_stops_the_vm(guest: Guest) -> None:

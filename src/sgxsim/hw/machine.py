@@ -23,10 +23,14 @@ from sgxsim.hw.arch import (
     PAGE_SHIFT,
     PAGE_SIZE,
     SGX_ATTR_RESERVED_MASK,
+    SGX_CPUID_EDECCSSA,
+    SGX_CPUID_EUPDATESVN,
     Attributes,
     EnclsLeaf,
     EncluLeaf,
+    Fault,
     LeafResult,
+    Vector,
     cpusvn_le,
     cpusvn_min,
     encode_epc_section,
@@ -37,7 +41,6 @@ from sgxsim.hw.epc import Epc, EpcSectionConfig
 from sgxsim.rand import EntropySource, Rng
 
 if TYPE_CHECKING:
-    from sgxsim.hw.arch import Fault
     from sgxsim.hw.enclu import EnclaveExit
 
 __all__ = [
@@ -107,6 +110,7 @@ _DEFAULT_ENCLU_NS: dict[EncluLeaf, tuple[int, str]] = {
     EncluLeaf.EACCEPT: (1 * _US, "ASSUMED"),
     EncluLeaf.EMODPE: (1 * _US, "ASSUMED"),
     EncluLeaf.EACCEPTCOPY: (2 * _US, "ASSUMED"),
+    EncluLeaf.EDECCSSA: (1 * _US, "ASSUMED"),
 }
 
 #: Cost of an asynchronous exit (AEX) and of an enclave memory access, in ns.
@@ -190,6 +194,8 @@ class MachineConfig:
     epc_sections: tuple[EpcSectionConfig, ...] = field(default_factory=_default_sections)
     sgx2: bool = True
     eupdatesvn: bool = True
+    #: CPUID.(0x12,0).EAX[11]: ENCLU[EDECCSSA] (AEX-Notify's leaf).
+    edeccssa: bool = True
     early_microcode: MicrocodePatch = field(
         default_factory=lambda: MicrocodePatch.with_svns(0xD0003A5, base=2, late_microcode=2, name="early")
     )
@@ -446,16 +452,33 @@ class Machine:
 
     # -- CPUID --------------------------------------------------------------------
 
+    def __repr__(self) -> str:
+        cfg = self.config
+        snap = self.cr_cpusvn
+        cpusvn = snap.hex() if snap is not None else f"{self.min_loaded_svn().hex()} (no snapshot yet)"
+        return (
+            f"Machine(sockets={cfg.sockets}, cpus={len(self.cpus)}, "
+            f"epc={self.epc.npages * PAGE_SIZE >> 20} MiB in {len(self.epc.sections)} section(s), "
+            f"enclaves={len(self.epc.secs_state)}, cpusvn={cpusvn}, "
+            f"sgx2={cfg.sgx2}, eupdatesvn={cfg.eupdatesvn})"
+        )
+
     def cpuid(self, leaf: int, subleaf: int = 0) -> tuple[int, int, int, int]:
         """CPUID leaf 0x12 (other leaves return zeros): (EAX, EBX, ECX, EDX).
 
-        Models: SDM Vol. 2A CPUID leaf 12H; EUPDATESVN support is EAX bit 10 of sub-leaf 0.
+        Models: SDM Vol. 2A CPUID leaf 12H; sub-leaf 0 EAX: SGX1 (bit 0), SGX2 (1), EUPDATESVN
+        (10), EDECCSSA (11).
         """
         if leaf != 0x12:
             return (0, 0, 0, 0)
         cfg = self.config
         if subleaf == 0:
-            eax = 0x1 | (0x2 if cfg.sgx2 else 0) | (1 << 10 if cfg.eupdatesvn else 0)
+            eax = (
+                0x1
+                | (0x2 if cfg.sgx2 else 0)
+                | (SGX_CPUID_EUPDATESVN if cfg.eupdatesvn else 0)
+                | (SGX_CPUID_EDECCSSA if cfg.edeccssa else 0)
+            )
             edx = (cfg.max_enclave_size_32_log2 & 0xFF) | ((cfg.max_enclave_size_64_log2 & 0xFF) << 8)
             return (eax, cfg.miscselect_supported & 0xFFFFFFFF, 0, edx)
         if subleaf == 1:
@@ -505,9 +528,10 @@ class Machine:
         name = EnclsLeaf(leaf).name if leaf in EnclsLeaf._value2member_map_ else f"ENCLS[{leaf:#x}]"
         self.stats[name] = self.stats.get(name, 0) + 1
         handler = leaves.LEAVES.get(leaf) if lp.inflight is not None else None
-        if lp.inflight_poisoned or handler is None or lp.in_enclave:
-            # ENCLS in enclave mode is #UD; an unsupported leaf or one begun while
-            # EUPDATESVN was in flight is #GP(0). We report both as faults.
+        if lp.in_enclave:
+            return Fault(Vector.UD)  # SDM ENCLS: #UD if executed in enclave mode (before the leaf checks)
+        if lp.inflight_poisoned or handler is None:
+            # An unsupported leaf, or one begun while EUPDATESVN was in flight: #GP(0).
             return gp0()
         if not self.config.sgx2 and leaf in leaves.SGX2_LEAVES:
             return gp0()
@@ -570,7 +594,8 @@ class Machine:
             "cpuid_12_0": {"eax": eax, "ebx": ebx, "ecx": ecx, "edx": edx},
             "sgx1": bool(eax & 1),
             "sgx2": bool(eax & 2),
-            "eupdatesvn": bool(eax & (1 << 10)),
+            "eupdatesvn": bool(eax & SGX_CPUID_EUPDATESVN),
+            "edeccssa": bool(eax & SGX_CPUID_EDECCSSA),
             "epc_sections": [
                 {
                     "index": s.index,

@@ -80,6 +80,9 @@ class TaskInfo(Protocol):
     signal_pending: bool
     #: Spinlocks held / atomic sections entered; > 0 means the task must not sleep.
     preempt_count: int
+    #: [MODEL] Retries of the user access the task is faulting on (0 outside a fault loop);
+    #: the scheduler reports tasks that do nothing but retry faults as stuck.
+    fault_retries: int
 
 
 class SchedulerHooks(Protocol):
@@ -141,6 +144,7 @@ class NullTask:
     cpu: int = 0
     signal_pending: bool = False
     preempt_count: int = 0
+    fault_retries: int = 0
 
 
 class NullScheduler:

@@ -35,7 +35,7 @@ from sgxsim.hw.arch import PAGE_SHIFT, PAGE_SIZE, PfError
 from sgxsim.hw.cpu import Pte
 from sgxsim.kernel import uapi as U  # noqa: N812
 from sgxsim.kernel.fs import FMODE_READ, FMODE_WRITE, SHMEM_FOPS, File, ShmemFile
-from sgxsim.kernel.locking import NullScheduler, RwSemaphore
+from sgxsim.kernel.locking import NullScheduler, RwSemaphore, TaskInfo
 
 if TYPE_CHECKING:
     from sgxsim.kernel.main import Kernel
@@ -463,9 +463,21 @@ def _fault_in(mm: Mm, addr: int, write: bool, user: bool) -> int:
     progress the task is stuck, reported as :class:`FaultLoop`.
     """
     k = mm.k
+    task = k.sched.current_task()
+    try:
+        return _fault_in_loop(mm, addr, write, user, task)
+    finally:
+        if task is not None:
+            task.fault_retries = 0
+
+
+def _fault_in_loop(mm: Mm, addr: int, write: bool, user: bool, task: TaskInfo | None) -> int:
+    k = mm.k
     bound = FAULT_LOOP_RETRIES if isinstance(k.sched, NullScheduler) else 1 << 30
     for attempt in range(bound):
         if attempt:
+            if task is not None:
+                task.fault_retries = attempt
             k.sched.preempt(FAULT_RETRY_POINT)
         vma = mm.vma_lookup(addr)
         if vma is None:

@@ -303,6 +303,8 @@ class Process(TaskSignals):
         """
         fd = _c_int(check_int("ioctl fd", fd))
         check_int("ioctl request", request)
+        if arg is not None and not isinstance(arg, ctypes.Structure):
+            check_int("ioctl arg (a ctypes structure, an int or None)", arg)
         k = self.k
         prev = self._enter()
         struct_arg: ctypes.Structure | None = None

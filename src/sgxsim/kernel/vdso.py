@@ -92,6 +92,16 @@ def vdso_sgx_enter_enclave(
     reserved bytes); a user handler's non-positive result. Raises ProcessSignal for #DB/#BP.
     """
     k = proc.k
+    for what, v in (("rdi", rdi), ("rsi", rsi), ("rdx", rdx), ("function", function), ("r8", r8), ("r9", r9)):
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise InvalidArgument(f"vdso_sgx_enter_enclave {what} must be an int, got {v!r}")
+    # The vDSO runs on the calling thread's CPU: a CPU the machine lacks is a wrong model argument.
+    if cpu is not None and (
+        not isinstance(cpu, int) or isinstance(cpu, bool) or not 0 <= cpu < len(k.machine.cpus)
+    ):
+        raise InvalidArgument(f"vdso_sgx_enter_enclave: no CPU {cpu!r} on this machine")
+    rdi, rsi, rdx, r8, r9 = (v & 0xFFFF_FFFF_FFFF_FFFF for v in (rdi, rsi, rdx, r8, r9))
+    function &= 0xFFFF_FFFF
     proc._check_alive()
     if cpu is None:
         cpu = proc.current_cpu()

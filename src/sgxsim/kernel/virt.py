@@ -22,13 +22,14 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from sgxsim.hw.arch import PAGE_SHIFT, PAGE_SIZE, SgxStatus
+from sgxsim.hw.arch import PAGE_SHIFT, PAGE_SIZE, EinitToken, SgxStatus, Sigstruct, Vector
 from sgxsim.kernel import encls as E  # noqa: N812
 from sgxsim.kernel import uapi as U  # noqa: N812
 from sgxsim.kernel.fs import File, FileOperations, MiscDevice
 from sgxsim.kernel.locking import Mutex, cond_resched
 from sgxsim.kernel.mm import (
     FAULT_FLAG_ALLOW_RETRY,
+    TASK_SIZE,
     VM_DONTCOPY,
     VM_DONTDUMP,
     VM_FAULT_NOPAGE,
@@ -291,8 +292,18 @@ def sgx_vepc_init(k: Kernel) -> int:
     return 0
 
 
+def _access_ok(uaddr: int, size: int) -> bool:
+    """Models: arch/x86/include/asm/uaccess_64.h access_ok(): the range only (below TASK_SIZE)."""
+    return 0 <= uaddr <= TASK_SIZE - size
+
+
 def _translate(k: Kernel, uaddr: int, write: bool) -> int | None:
-    """Fault in a user address of the current process and return its physical address."""
+    """The physical address ENCLS reaches through a user address of the current process.
+
+    A kernel access inside __uaccess_begin(): a fixable fault is fixed by the fault handler and
+    the access retried; an unfixable one (no VMA, a write to a read-only mapping, SIGBUS from a
+    driver) reaches the ENCLS exception fixup. None means that #PF.
+    """
     proc = k.current_proc
     if proc is None:
         return None
@@ -308,8 +319,10 @@ def sgx_virt_ecreate(k: Kernel, linaddr: int, contents: int, secinfo: int, secs:
     """Run ECREATE for a guest: PAGEINFO{linaddr, contents, secinfo (user addresses)}, SECS =
     a user address inside a vEPC mapping. Returns (ret, trapnr).
 
-    Models: virt.c sgx_virt_ecreate(). Outcomes: (0, 0); (-EFAULT, trapnr) if ECREATE faulted;
-    (-EINVAL, 0) if an address cannot be accessed (access_ok WARN); the EPC-locked errno.
+    Models: virt.c sgx_virt_ecreate(): WARN_ON_ONCE(!access_ok(secs, PAGE_SIZE)) -> -EINVAL (a
+    KVM bug: its HVAs come from memslots); then ECREATE, whose #PF on an unmapped or read-only
+    operand reaches the exception fixup: (-EFAULT, 14) and KVM injects the fault (no WARN).
+    Outcomes: (0, 0); (-EFAULT, trapnr); (-EINVAL, 0); the EPC-locked errno.
     """
     idx = k.sgx_epc_read_lock()
     try:
@@ -322,12 +335,17 @@ def sgx_virt_ecreate(k: Kernel, linaddr: int, contents: int, secinfo: int, secs:
 
 
 def _sgx_virt_ecreate(k: Kernel, linaddr: int, contents: int, secinfo: int, secs: int) -> tuple[int, int]:
+    if k.log.WARN_ON_ONCE(
+        "sgx_virt_ecreate:access_ok", not _access_ok(secs, PAGE_SIZE), site="sgx_virt_ecreate"
+    ):
+        return -U.EINVAL, 0
     src = _translate(k, contents, False)
     si = _translate(k, secinfo, False)
     secs_phys = _translate(k, secs, True)
     if src is None or si is None or secs_phys is None:
-        k.log.WARN_ON_ONCE("sgx_virt_ecreate:access_ok", True, site="sgx_virt_ecreate")
-        return -U.EINVAL, 0
+        # ECREATE's #PF on the user operand, caught by the ENCLS exception fixup.
+        k.count("virt_encls_pf")
+        return -U.EFAULT, int(Vector.PF)
     page = k.scratch_page()
     k.machine.dram.write(page, struct.pack("<QQQQ", linaddr, src, si, 0))
     idx = k.page_of(secs_phys)
@@ -345,15 +363,26 @@ def sgx_virt_einit(k: Kernel, sigstruct: int, token: int, secs: int, lepubkeyhas
     """Run EINIT for a guest with the guest's virtual LEPUBKEYHASH MSR values. Returns (ret, trapnr).
 
     Models: virt.c sgx_virt_einit(): with SGX_LC the MSRs are written (non-preemptible) before
-    EINIT. Outcomes: (0, 0); (SGX error code, 0); (-EFAULT, trapnr) if EINIT faulted; (-EINVAL, 0)
-    if an address cannot be accessed.
+    EINIT; the access_ok() range checks WARN and give -EINVAL (a KVM bug); an unmapped or
+    read-only operand is EINIT's #PF, caught by the exception fixup: (-EFAULT, 14), no WARN.
+    Outcomes: (0, 0); (SGX error code, 0); (-EFAULT, trapnr) if EINIT faulted; (-EINVAL, 0).
     """
+    if k.log.WARN_ON_ONCE(
+        "sgx_virt_einit:access_ok",
+        not (
+            _access_ok(sigstruct, Sigstruct.SIZE)
+            and _access_ok(token, EinitToken.SIZE)
+            and _access_ok(secs, PAGE_SIZE)
+        ),
+        site="sgx_virt_einit",
+    ):
+        return -U.EINVAL, 0
     sig = _translate(k, sigstruct, False)
     tok = _translate(k, token, False)
     secs_phys = _translate(k, secs, True)
     if sig is None or tok is None or secs_phys is None:
-        k.log.WARN_ON_ONCE("sgx_virt_einit:access_ok", True, site="sgx_virt_einit")
-        return -U.EINVAL, 0
+        k.count("virt_encls_pf")
+        return -U.EFAULT, int(Vector.PF)
     cpu = k.current_cpu()
     if k.config.sgx_lc:
         k.sgx_update_lepubkeyhash(cpu, lepubkeyhash)

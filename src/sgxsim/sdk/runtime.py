@@ -25,74 +25,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from sgxsim.errors import InvalidArgument
+from sgxsim.sdk.enclaves import enclave_source
 
 __all__ = ["RUNTIME_SOURCE", "link_program"]
 
-#: Helpers available to every program linked with ``runtime=True``. Needs the constants
-#: ``ENCL_SELF`` and, for ``rt_stack_top``, ``ENCL_STACK``.
-RUNTIME_SOURCE = '''
-RT_PAGE_SIZE = 4096
-
-
-def rt_base(ctx):
-    return ctx.rip - ENCL_SELF
-
-
-def rt_thread(ctx):
-    return (ctx.rbx - rt_base(ctx)) // RT_PAGE_SIZE
-
-
-def rt_stack_top(ctx):
-    return rt_base(ctx) + ENCL_STACK + (rt_thread(ctx) + 1) * RT_PAGE_SIZE
-
-
-class Scratch:
-    """Bump allocator growing down from ``top`` (exclusive) in enclave memory."""
-
-    def __init__(self, ctx, top):
-        self.ctx = ctx
-        self.top = top
-
-    def alloc(self, size, align=8):
-        self.top = (self.top - size) & ~(align - 1)
-        return self.top
-
-    def put(self, data, align=8):
-        addr = self.alloc(len(data), align)
-        self.ctx.write(addr, data)
-        return addr
-
-
-def rt_secinfo(scratch, flags):
-    return scratch.put(flags.to_bytes(8, "little") + bytes(56), 64)
-
-
-def rt_eaccept(ctx, scratch, page, flags):
-    return ctx.eaccept(rt_secinfo(scratch, flags), page)
-
-
-def rt_emodpe(ctx, scratch, page, flags):
-    ctx.emodpe(rt_secinfo(scratch, flags), page)
-
-
-def rt_eacceptcopy(ctx, scratch, dst, src, flags):
-    return ctx.eacceptcopy(rt_secinfo(scratch, flags), dst, src)
-
-
-def rt_ereport(ctx, scratch, targetinfo, reportdata):
-    ti = scratch.put(bytes(targetinfo).ljust(512, b"\\0"), 512)
-    rd = scratch.put(bytes(reportdata).ljust(64, b"\\0"), 128)
-    out = scratch.alloc(432, 512)
-    ctx.ereport(ti, rd, out)
-    return ctx.read(out, 432)
-
-
-def rt_egetkey(ctx, scratch, keyrequest):
-    kr = scratch.put(bytes(keyrequest).ljust(512, b"\\0"), 512)
-    out = scratch.alloc(16, 16)
-    status = ctx.egetkey(kr, out)
-    return status, ctx.read(out, 16)
-'''
+#: Helpers available to every program linked with ``runtime=True`` (the bytes of
+#: :mod:`sgxsim.sdk.enclaves.runtime`). Needs the constants ``ENCL_SELF`` and, for
+#: ``rt_stack_top``, ``ENCL_STACK``.
+RUNTIME_SOURCE = enclave_source("runtime")
 
 _NAME_OK = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789")
 

@@ -38,6 +38,7 @@ import enum
 from sgxsim.errors import InvalidArgument, ModelInvariantError
 from sgxsim.hw.arch import PAGE_SIZE, SecinfoFlags
 from sgxsim.hw.enclu import program_image
+from sgxsim.sdk.enclaves import enclave_source
 from sgxsim.sdk.image import EnclaveImage, ImageBuilder, tcs_page
 from sgxsim.sdk.runtime import link_program
 
@@ -142,100 +143,11 @@ class encl_op_init_tcs_page(_OpStruct):  # noqa: N801
 # --------------------------------------------------------------------------------------------
 # The enclave program.
 
-#: Body of both entry programs; :func:`encl_program` prepends the link-time constants
-#: ``ENCL_SELF`` (this image's enclave offset), ``ENCL_DYN`` (entered through
-#: ``encl_dyn_entry``), ``ENCL_BUFFER`` and ``ENCL_STACK`` (offsets of ``encl_buffer`` and
-#: ``encl_stack``).
-TEST_ENCL_SOURCE = """
-def memset(ctx, dest, c, n):
-    ctx.write(dest, bytes([c]) * n)
-
-
-def memcpy_u64(ctx, dest, value):
-    ctx.write_u64(dest, value)
-
-
-def do_encl_op_put_to_buf(ctx, base, sp, op):
-    memcpy_u64(ctx, base + ENCL_BUFFER, ctx.read_u64(op + 8))
-
-
-def do_encl_op_get_from_buf(ctx, base, sp, op):
-    memcpy_u64(ctx, op + 8, ctx.read_u64(base + ENCL_BUFFER))
-
-
-def do_encl_op_put_to_addr(ctx, base, sp, op):
-    memcpy_u64(ctx, ctx.read_u64(op + 16), ctx.read_u64(op + 8))
-
-
-def do_encl_op_get_from_addr(ctx, base, sp, op):
-    memcpy_u64(ctx, op + 8, ctx.read_u64(ctx.read_u64(op + 16)))
-
-
-def do_encl_op_nop(ctx, base, sp, op):
-    pass
-
-
-def secinfo_on_stack(ctx, sp, flags):
-    # struct sgx_secinfo secinfo __aligned(64) = {0}; secinfo.flags = op->flags;
-    secinfo = (sp - 64) & ~63
-    memset(ctx, secinfo, 0, 64)
-    memcpy_u64(ctx, secinfo, flags)
-    return secinfo
-
-
-def do_encl_eaccept(ctx, base, sp, op):
-    secinfo = secinfo_on_stack(ctx, sp, ctx.read_u64(op + 16))
-    rax = ctx.eaccept(secinfo, ctx.read_u64(op + 8))
-    memcpy_u64(ctx, op + 24, rax & 0xFFFFFFFF)
-
-
-def do_encl_emodpe(ctx, base, sp, op):
-    secinfo = secinfo_on_stack(ctx, sp, ctx.read_u64(op + 16))
-    ctx.emodpe(secinfo, ctx.read_u64(op + 8))
-
-
-def do_encl_init_tcs_page(ctx, base, sp, op):
-    tcs = ctx.read_u64(op + 8)
-    memset(ctx, tcs, 0, 16)                              # STATE and FLAGS
-    memcpy_u64(ctx, tcs + 16, ctx.read_u64(op + 16))     # OSSA
-    memset(ctx, tcs + 24, 0, 4)                          # CSSA
-    ctx.write(tcs + 28, (1).to_bytes(4, "little"))       # NSSA
-    memcpy_u64(ctx, tcs + 32, ctx.read_u64(op + 24))     # OENTRY
-    memset(ctx, tcs + 40, 0, 24)                         # AEP, OFSBASE, OGSBASE
-    ctx.write(tcs + 64, b"\\xff" * 8)                     # FSLIMIT, GSLIMIT
-    memset(ctx, tcs + 72, 0, 4024)                       # reserved
-
-
-ENCL_OP_ARRAY = (
-    do_encl_op_put_to_buf,
-    do_encl_op_get_from_buf,
-    do_encl_op_put_to_addr,
-    do_encl_op_get_from_addr,
-    do_encl_op_nop,
-    do_encl_eaccept,
-    do_encl_emodpe,
-    do_encl_init_tcs_page,
-)
-
-
-def encl_body(ctx, base, sp, op):
-    kind = ctx.read_u64(op)
-    if kind >= len(ENCL_OP_ARRAY):
-        return
-    ENCL_OP_ARRAY[kind](ctx, base, sp, op)
-
-
-def enclave_entry(ctx):
-    base = ctx.rip - ENCL_SELF                  # lea __encl_base(%rip)
-    if ENCL_DYN:
-        sp = ctx.rbx - 1                        # encl_dyn_entry: stack right below the TCS
-    else:
-        sp = base + ENCL_STACK + (ctx.rbx - base)
-    sp -= 8
-    ctx.write_u64(sp, ctx.rcx)                  # push the address after EENTER
-    encl_body(ctx, base, sp, ctx.rdi)
-    ctx.eexit(ctx.read_u64(sp))                 # pop %rbx; mov $4, %rax; enclu
-"""
+#: Body of both entry programs (the bytes of :mod:`sgxsim.sdk.enclaves.test_encl`);
+#: :func:`encl_program` prepends the link-time constants ``ENCL_SELF`` (this image's enclave
+#: offset), ``ENCL_DYN`` (entered through ``encl_dyn_entry``), ``ENCL_BUFFER`` and ``ENCL_STACK``
+#: (offsets of ``encl_buffer`` and ``encl_stack``).
+TEST_ENCL_SOURCE = enclave_source("test_encl")
 
 
 def encl_program(self_offset: int, *, dyn: bool, buffer_offset: int, stack_offset: int) -> str:

@@ -7,7 +7,8 @@ seed and the schedule index, under a random walk, PCT, or both alternately. Afte
 scheduling decision (the scheduler's ``on_step`` hook, i.e. before the chosen task
 resumes) every invariant is checked; so is "no unexpected kernel WARN". Once the run
 stops, the invariants are checked once more on the final state, then the program's final
-checks. A run that deadlocks, hits the step limit or in which a task raises is itself a
+checks. A run that deadlocks, hits the step limit, leaves tasks stuck spinning in page faults
+(a user-reachable hang, reported as such: kind "stuck") or in which a task raises is itself a
 violation. The first violation of a schedule stops it and is reported as a
 :class:`Violation`: where (schedule, seed, strategy, step), what (invariant and message),
 how to get there again (the recorded choices) and a readable trace (the last scheduling
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Generic, NamedTuple, Protocol, TypeVar
 
 from sgxsim.errors import InvalidArgument
+from sgxsim.kernel.mm import FaultLoop
 from sgxsim.kernel.printk import KernelLog
 from sgxsim.rand import Rng
 from sgxsim.sim.sched import (
@@ -87,13 +89,14 @@ VIOLATION_KINDS: Final = (
     "warn",  # a kernel WARN beyond the expected ones
     "deadlock",  # tasks remain, none can run and none sleeps
     "step-limit",  # the schedule did not terminate within max_steps
+    "stuck",  # tasks spin in page faults for ever (a user-reachable hang, as in Linux)
     "exception",  # a task (or a dying task's cleanup) raised
     "divergence",  # replay: a recorded choice is not runnable, or the choices ran out
 )
 
 #: Names of the checks the engine adds itself (program invariants may not use them).
 BUILTIN_CHECKS: Final = frozenset(
-    {"no-unexpected-warn", "no-deadlock", "terminates", "no-task-exception", "replay"}
+    {"no-unexpected-warn", "no-deadlock", "no-stuck-task", "terminates", "no-task-exception", "replay"}
 )
 
 
@@ -653,6 +656,9 @@ def _run_schedule(
             in_hook = True
         except ReplayDivergence as exc:
             detected = _Detected("divergence", "replay", str(exc))
+        except FaultLoop as exc:
+            failed = next((t.name for t in sched.tasks if t.exception is exc), None)
+            detected = _Detected("stuck", "no-stuck-task", str(exc), task=failed)
         except Exception as exc:
             failed = next((t.name for t in sched.tasks if t.exception is exc), None)
             who = f"task {failed!r}: " if failed is not None else ""
@@ -668,6 +674,13 @@ def _run_schedule(
                 )
                 detected = _Detected(
                     "deadlock", "no-deadlock", f"deadlock after {result.total_steps} steps: {waits}"
+                )
+            elif result.stuck:
+                detected = _Detected(
+                    "stuck",
+                    "no-stuck-task",
+                    f"stuck after {result.total_steps} steps: {', '.join(map(repr, result.spinning))} "
+                    "spin in page faults (the handler returns without mapping the page)",
                 )
             elif result.step_limit_hit:
                 detected = _Detected(

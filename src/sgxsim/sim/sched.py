@@ -47,6 +47,7 @@ from sgxsim.kernel.locking import SchedulerHooks, WaitQueue, might_sleep
 from sgxsim.sim.clock import SimClock
 
 __all__ = [
+    "STUCK_SPIN_DECISIONS",
     "Blocked",
     "DeterministicScheduler",
     "Pct",
@@ -74,6 +75,9 @@ _PRIORITY = attrgetter("priority")
 _STOP: Final = "sgxsim-sched-stop"
 #: Value a task greenlet returns to the run loop when its function has returned.
 _EXIT: Final = "sgxsim-sched-exit"
+#: Consecutive decisions in which every runnable task only retries a page fault (and none
+#: sleeps) after which the run stops as "stuck": those tasks spin in page faults for ever.
+STUCK_SPIN_DECISIONS: Final = 1000
 
 
 class ReplayDivergence(SgxSimError):
@@ -116,9 +120,10 @@ class Task:
     simulated time; ``priority`` is scratch space for the strategy (PCT).
     """
 
-    __slots__ = ("_sched", "args", "cpu", "daemon", "exception", "fn", "glet", "interruptible", "local_ns",
-                 "name", "point", "preempt_count", "priority", "result", "root", "signal_pending",
-                 "sleep_interrupted", "sleep_key", "started", "state", "tid", "waitq")  # fmt: skip
+    __slots__ = ("_sched", "args", "cpu", "daemon", "exception", "fault_retries", "fn", "glet",
+                 "interruptible", "local_ns", "name", "point", "preempt_count", "priority", "result", "root",
+                 "signal_pending", "sleep_interrupted", "sleep_key", "started", "state", "tid",
+                 "waitq")  # fmt: skip
 
     def __init__(
         self,
@@ -143,6 +148,7 @@ class Task:
         self.point = "start"
         self.signal_pending = False
         self.preempt_count = 0
+        self.fault_retries = 0
         self.priority = 0.0
         self.waitq: WaitQueue | None = None
         self.interruptible = False
@@ -178,8 +184,12 @@ class RunResult:
     """How a :meth:`DeterministicScheduler.run` call ended.
 
     Exactly one of ``completed`` (every non-daemon task finished), ``deadlocked`` (tasks
-    remain, none can run and none sleeps; ``blocked`` says who waits where) and
-    ``step_limit_hit`` is true.
+    remain, none can run and none sleeps; ``blocked`` says who waits where),
+    ``step_limit_hit`` and ``stuck`` is true. ``stuck``: for :data:`STUCK_SPIN_DECISIONS`
+    decisions every runnable task did nothing but retry a page fault (its ``fault_retries``
+    stayed non-zero: it never got out of the kernel's fault loop) and nothing slept: a
+    user-reachable hang as in Linux (e.g. a task touching a re-mapped /dev/sgx_vepc offset),
+    not a model bug; ``spinning`` names the tasks.
     """
 
     completed: bool
@@ -189,12 +199,16 @@ class RunResult:
     total_steps: int  # decisions made since the scheduler was created
     now_ns: int
     blocked: tuple[Blocked, ...] = ()
+    stuck: bool = False
+    spinning: tuple[str, ...] = ()
 
     def describe(self) -> str:
         if self.completed:
             return f"completed after {self.total_steps} steps at {self.now_ns} ns"
         if self.step_limit_hit:
             return f"step limit hit after {self.total_steps} steps"
+        if self.stuck:
+            return f"stuck after {self.total_steps} steps: {', '.join(self.spinning)} spin in page faults"
         waits = ", ".join(f"{b.task} on {b.waitq}" for b in self.blocked)
         return f"deadlock after {self.total_steps} steps: {waits}"
 
@@ -432,6 +446,7 @@ class DeterministicScheduler(SchedulerHooks):
         self._stop_reason = ""
         self._pending_exc: BaseException | None = None
         self._stopped_in: Task | None = None
+        self._spin = 0
         self.strategy.attach(self)
 
     # ----------------------------------------------------------------- tasks
@@ -599,6 +614,8 @@ class DeterministicScheduler(SchedulerHooks):
             total_steps=self._step,
             now_ns=self.clock.now_ns(),
             blocked=blocked if reason == "deadlock" else (),
+            stuck=reason == "stuck",
+            spinning=tuple(t.name for t in self._runnable) if reason == "stuck" else (),
         )
 
     def _decide(self, cur: Task | None) -> Task | None:
@@ -618,6 +635,13 @@ class DeterministicScheduler(SchedulerHooks):
         if not runnable:
             self._stop_reason = "deadlock"
             return None
+        if self._all_spinning(runnable):
+            self._spin += 1
+            if self._spin > STUCK_SPIN_DECISIONS:
+                self._stop_reason = "stuck"
+                return None
+        else:
+            self._spin = 0
         self._step = step = self._step + 1
         try:
             nxt = self.strategy.choose(runnable, cur, step)
@@ -639,6 +663,12 @@ class DeterministicScheduler(SchedulerHooks):
                 self._stop_reason = "error"
                 return None
         return nxt
+
+    def _all_spinning(self, runnable: Sequence[Task]) -> bool:
+        """Every runnable task is retrying a page fault and no task sleeps on a timer."""
+        if any(not t.fault_retries for t in runnable):
+            return False
+        return not any(t.sleep_key == key and t.state is TaskState.SLEEPING for _, key, t in self._sleepers)
 
     def _yield(self, cur: Task) -> None:
         """Make a decision from inside ``cur`` and switch to the chosen task (or the run loop)."""

@@ -24,6 +24,7 @@ from sgxsim.hw.arch import (
     Targetinfo,
 )
 from sgxsim.kernel.process import Process
+from sgxsim.sdk.enclaves import enclave_source
 from sgxsim.sdk.loader import Enclave
 from sgxsim.sdk.quoting.build import EnclaveBuild, build_enclave, load_build
 from sgxsim.sdk.quoting.ecall import (
@@ -50,98 +51,8 @@ __all__ = [
 SEALED_DATA_HEADER_SIZE = 560
 
 
-_APP_BODY = """
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-INVALID_PARAMETER = 0x0002
-SGX_SUCCESS = 0
-SGX_ERROR_UNEXPECTED = 0x0001
-SGX_ERROR_MAC_MISMATCH = 0x3001
-LEAF_TO_SGX_ERROR = {
-    LEAF_INVALID_ATTRIBUTE: 0x3002,
-    LEAF_INVALID_CPUSVN: 0x3003,
-    LEAF_INVALID_ISVSVN: 0x3004,
-    LEAF_INVALID_KEYNAME: 0x3005,
-}
-SEAL_EXPLICIT_PSVN = 0x1
-
-
-def leaf_error(status):
-    return LEAF_TO_SGX_ERROR.get(status, SGX_ERROR_UNEXPECTED)
-
-
-def do_report(ctx, call):
-    targetinfo = copy_in(ctx, call, F_IN1, exact=512)
-    reportdata = copy_in(ctx, call, F_IN2, limit=64)
-    if targetinfo is None or reportdata is None:
-        return INVALID_PARAMETER
-    report = ereport(ctx, targetinfo, reportdata.ljust(64, b"\\0"))
-    return SGX_SUCCESS if copy_out(ctx, call, report) else INVALID_PARAMETER
-
-
-def seal_key(ctx, call, request):
-    status, key = egetkey(ctx, request)
-    field_set(ctx, call, F_LEAF_RAX, status)
-    return status, key
-
-
-def do_seal(ctx, call):
-    # sgx_seal_data: MRSIGNER policy at the enclave's own CPUSVN/ISVSVN (or an explicit PSVN).
-    text = copy_in(ctx, call, F_IN1)
-    keyid = copy_in(ctx, call, F_IN2, exact=32)
-    if text is None or keyid is None:
-        return INVALID_PARAMETER
-    if field_get(ctx, call, F_ARG0) & SEAL_EXPLICIT_PSVN:
-        psvn = copy_in(ctx, call, F_IN3, exact=18)
-        if psvn is None:
-            return INVALID_PARAMETER
-        cpusvn, isvsvn = psvn[:16], u16(psvn, 16)
-    else:
-        me = self_report(ctx)
-        cpusvn, isvsvn = me[:16], u16(me, 258)
-    request = keyrequest(
-        KEYNAME_SEAL, KEYPOLICY_MRSIGNER, isvsvn=isvsvn, cpusvn=cpusvn,
-        attributemask=SEAL_FLAGSMASK, keyid=keyid, miscmask=SEAL_MISCMASK,
-    )
-    status, key = seal_key(ctx, call, request)
-    if status != LEAF_SUCCESS:
-        return leaf_error(status)
-    sealed = AESGCM(key).encrypt(bytes(12), text, None)
-    size = len(text).to_bytes(4, "little")
-    blob = request + size + bytes(12) + size + bytes(12) + sealed[-16:] + sealed[:-16]
-    return SGX_SUCCESS if copy_out(ctx, call, blob) else INVALID_PARAMETER
-
-
-def do_unseal(ctx, call):
-    blob = copy_in(ctx, call, F_IN1)
-    if blob is None or len(blob) < 560:
-        return INVALID_PARAMETER
-    request = blob[:512]
-    payload = blob[560:]
-    if int.from_bytes(blob[528:532], "little") != len(payload):
-        return INVALID_PARAMETER
-    # sgx_unseal_data refuses key requests it did not write (EGETKEY would #GP on some).
-    if (u16(request, 0) != KEYNAME_SEAL or u16(request, 2) & ~3 or any(request[6:8])
-            or any(request[76:78]) or any(request[78:])):
-        return INVALID_PARAMETER
-    status, key = seal_key(ctx, call, request)
-    if status != LEAF_SUCCESS:
-        return leaf_error(status)
-    try:
-        text = AESGCM(key).decrypt(bytes(12), payload + blob[544:560], None)
-    except InvalidTag:
-        return SGX_ERROR_MAC_MISMATCH
-    return SGX_SUCCESS if copy_out(ctx, call, text) else INVALID_PARAMETER
-
-
-def enclave_entry(ctx):
-    enclave_main(ctx, {0: do_self_report, 1: do_report, 2: do_seal, 3: do_unseal})
-"""
-
-
-#: The application enclave program.
-APP_SOURCE = KDF_SOURCE + COMMON_SOURCE + _APP_BODY
+#: The application enclave program (kdf, ae_common, then :mod:`sgxsim.sdk.enclaves.app`).
+APP_SOURCE = KDF_SOURCE + COMMON_SOURCE + enclave_source("app")
 
 
 def build_app(

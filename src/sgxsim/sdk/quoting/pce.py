@@ -25,6 +25,7 @@ from sgxsim.hw.arch import (
     Attributes,
 )
 from sgxsim.kernel.process import Process
+from sgxsim.sdk.enclaves import enclave_source
 from sgxsim.sdk.quoting.build import INTEL_AE_VENDOR, EnclaveBuild, build_enclave, load_build
 from sgxsim.sdk.quoting.ecall import (
     COMMON_SOURCE,
@@ -68,77 +69,9 @@ PCE_PROVISION_KEY_XFRMMASK = 0
 PCE_PROVISION_KEY_MISCMASK = 0xFFFFFFFF
 
 
-_PCE_BODY = """
-INVALID_PARAMETER = 0xF002
-SGX_PCE_SUCCESS = 0
-SGX_PCE_UNEXPECTED = 0xF001
-SGX_PCE_INVALID_REPORT = 0xF005
-SGX_PCE_INVALID_PRIVILEGE = 0xF007
-SGX_PCE_INVALID_TCB = 0xF008
-PCE_ID = 0
-PAK_LABEL = b"PAK_KEY_DER"
-PROVISION_ATTRIBUTEMASK = U64 & ~FLAGS_MODE64BIT
-
-
-def provision_key(ctx, call, cpusvn, isvsvn):
-    # pce_cert.cpp get_provision_key: PROVISION key at the given PSVN.
-    status, key = egetkey(ctx, keyrequest(
-        KEYNAME_PROVISION, isvsvn=isvsvn, cpusvn=cpusvn,
-        attributemask=PROVISION_ATTRIBUTEMASK, xfrmmask=0, miscmask=0xFFFFFFFF,
-    ))
-    field_set(ctx, call, F_LEAF_RAX, status)
-    return status, key
-
-
-def check_requester(ctx, report):
-    # Only enclaves holding PROVISIONKEY (PvE, QE3) may use the PCE.
-    if not verify_report(ctx, report):
-        return SGX_PCE_INVALID_REPORT
-    if not report_flags(report) & FLAGS_PROVISIONKEY:
-        return SGX_PCE_INVALID_PRIVILEGE
-    return SGX_PCE_SUCCESS
-
-
-def get_pc_info(ctx, call):
-    report = copy_in(ctx, call, F_IN1, exact=432)
-    if report is None:
-        return INVALID_PARAMETER
-    bad = check_requester(ctx, report)
-    if bad:
-        return bad
-    status, key = provision_key(ctx, call, bytes(16), 0)
-    if status != LEAF_SUCCESS:
-        return SGX_PCE_UNEXPECTED
-    me = self_report(ctx)
-    info = kdf_ppid(key) + me[258:260] + PCE_ID.to_bytes(2, "little")
-    return SGX_PCE_SUCCESS if copy_out(ctx, call, info) else INVALID_PARAMETER
-
-
-def certify_enclave(ctx, call):
-    psvn = copy_in(ctx, call, F_IN1, exact=18)
-    report = copy_in(ctx, call, F_IN2, exact=432)
-    if psvn is None or report is None:
-        return INVALID_PARAMETER
-    bad = check_requester(ctx, report)
-    if bad:
-        return bad
-    status, key = provision_key(ctx, call, psvn[:16], u16(psvn, 16))
-    if status in (LEAF_INVALID_CPUSVN, LEAF_INVALID_ISVSVN):
-        return SGX_PCE_INVALID_TCB
-    if status != LEAF_SUCCESS:
-        return SGX_PCE_UNEXPECTED
-    pck = ec.derive_private_key(kdf_p256_scalar(key, PAK_LABEL), ec.SECP256R1())
-    signature = sign_raw(pck, report[:384])
-    return SGX_PCE_SUCCESS if copy_out(ctx, call, signature) else INVALID_PARAMETER
-
-
-def enclave_entry(ctx):
-    enclave_main(ctx, {0: do_self_report, 1: get_pc_info, 2: certify_enclave})
-"""
-
-
-#: The PCE program (linked with the sdk runtime by :func:`standard_image`).
-PCE_SOURCE = KDF_SOURCE + COMMON_SOURCE + _PCE_BODY
+#: The PCE program (linked with the sdk runtime by :func:`standard_image`): the bytes of
+#: :mod:`sgxsim.sdk.enclaves.kdf`, :mod:`~sgxsim.sdk.enclaves.ae_common` and :mod:`~sgxsim.sdk.enclaves.pce`.
+PCE_SOURCE = KDF_SOURCE + COMMON_SOURCE + enclave_source("pce")
 
 
 def build_pce(key: rsa.RSAPrivateKey, *, isvsvn: int = PCE_ISVSVN) -> EnclaveBuild:

@@ -26,6 +26,7 @@ from sgxsim.hw.arch import (
     CPUSVN_SIZE,
 )
 from sgxsim.hw.crypto import aes_cmac
+from sgxsim.sdk.enclaves import enclave_source
 from sgxsim.sdk.quoting.ecall import need_bytes
 
 __all__ = [
@@ -54,34 +55,10 @@ QE_ATT_LABEL = b"QE3_ATT_KEY"
 PSVN_SIZE = CPUSVN_SIZE + 2
 
 
-#: The CMAC-based derivations shared by the PCE and the QE (and mirrored on the host by
-#: :func:`p256_scalar_from_key` / :func:`ppid_from_provision_key`, which the tests compare).
-KDF_SOURCE = """
-KDF_P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-
-
-def kdf_cmac(key, data):
-    c = CMAC(algorithms.AES(key))
-    c.update(data)
-    return c.finalize()
-
-
-def kdf_p256_scalar(key, label):
-    # pce_cert.cpp get_pce_priv_key: counter || label || 0x0140 (320 bits), three CMAC blocks.
-    content = bytearray(16)
-    content[1:12] = label
-    content[14] = 0x01
-    content[15] = 0x40
-    seed = b""
-    for counter in (1, 2, 3):
-        content[0] = counter
-        seed += kdf_cmac(key, bytes(content))
-    return int.from_bytes(seed[:40], "big") % (KDF_P256_N - 1) + 1
-
-
-def kdf_ppid(key):
-    return kdf_cmac(key, bytes(16))
-"""
+#: The CMAC-based derivations shared by the PCE and the QE (the bytes of
+#: :mod:`sgxsim.sdk.enclaves.kdf`; mirrored on the host by :func:`p256_scalar_from_key` /
+#: :func:`ppid_from_provision_key`, which the tests compare).
+KDF_SOURCE = enclave_source("kdf")
 
 
 def _key16(name: str, key: object) -> bytes:

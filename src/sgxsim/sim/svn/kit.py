@@ -14,43 +14,14 @@ from sgxsim.hw.arch import secinfo_flags as _secinfo_flags
 from sgxsim.hw.enclu import program_image
 from sgxsim.kernel.process import Process
 from sgxsim.rand import Rng
+from sgxsim.sdk.enclaves import enclave_source
+from sgxsim.sdk.enclaves.svn_kit import DATA_OFFSET
 
 # Layout (offsets inside ELRANGE).
 OFF_TCS = 0x0000
-
-
 OFF_SSA = 0x1000
-
-
-OFF_DATA = 0x2000
-
-
+OFF_DATA = DATA_OFFSET
 OFF_CODE = 0x3000
-
-
-OP_PUT, OP_GET, OP_SPIN = 0, 1, 2
-
-
-#: Enclave code: PUT/GET a u64 in the data page; SPIN reads a flag in untrusted memory until it
-#: is non-zero or ``n`` reads were made (a thread that stays inside, re-entering after each AEX).
-_PROGRAM = """
-def enclave_entry(ctx):
-    op = ctx.rdi
-    t = ctx.read_u64(op)
-    buf = ctx.base + 0x2000
-    if t == 0:
-        ctx.write_u64(buf, ctx.read_u64(op + 8))
-    elif t == 1:
-        ctx.write_u64(op + 8, ctx.read_u64(buf))
-    elif t == 2:
-        flag = op + 16
-        n = ctx.read_u64(op + 32)
-        i = 0
-        while i < n and ctx.read_u64(flag) == 0:
-            i += 1
-        ctx.write_u64(op + 40, i)
-    ctx.eexit(ctx.rcx)
-"""
 
 
 class Op(ctypes.Structure):
@@ -81,7 +52,7 @@ class EnclaveKit:
         """Lay out and sign the enclave (heap pages after the code, RW)."""
         if not isinstance(heap_pages, int) or isinstance(heap_pages, bool) or heap_pages < 0:
             raise InvalidArgument(f"heap_pages must be an int >= 0, got {heap_pages!r}")
-        code = program_image(_PROGRAM)
+        code = program_image(enclave_source("svn_kit"))
         code += bytes(-len(code) % PAGE_SIZE)
         tcs = Tcs(ossa=OFF_SSA, nssa=1, oentry=OFF_CODE, fslimit=0xFFFFFFFF, gslimit=0xFFFFFFFF).pack()
         rw = _secinfo_flags(PageType.PT_REG, 3)

@@ -22,7 +22,8 @@ from sgxsim.kernel import uapi as U  # noqa: N812
 from sgxsim.kernel.main import SGX_NR_HIGH_PAGES, Kernel, validate_epc
 from sgxsim.kernel.process import Process, ProcessSignal
 from sgxsim.kernel.virt import sgx_virt_ecreate
-from sgxsim.sim.svn.kit import OFF_CODE, OFF_SSA, OFF_TCS, OP_GET, OP_PUT, OP_SPIN, EnclHandle, Op
+from sgxsim.sdk.enclaves.svn_kit import OP_GET, OP_PUT, OP_SPIN
+from sgxsim.sim.svn.kit import OFF_CODE, OFF_SSA, OFF_TCS, EnclHandle, Op
 from sgxsim.sim.svn.world import SvnWorld
 
 
