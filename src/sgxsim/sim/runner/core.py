@@ -37,7 +37,7 @@ from sgxsim.sim.attestation import AttestationWorld, Platform, TcbRecovery, defa
 from sgxsim.sim.report import Scalar
 from sgxsim.sim.runner.results import ResultsMixin, RunResult, errno_name
 from sgxsim.sim.runner.workloads import Instance, Vm, WorkloadsMixin
-from sgxsim.sim.scenario import EventSpec, Scenario, late_event_warning
+from sgxsim.sim.scenario import EventSpec, Scenario, late_event_warning, overrun_warning
 from sgxsim.sim.sched import DeterministicScheduler, Strategy, Task
 from sgxsim.sim.timeline import TimelineData
 from sgxsim.sim.trace import DEFAULT_MAX_BYTES, TraceRecorder
@@ -102,10 +102,30 @@ class _RunScheduler(DeterministicScheduler):
     #: Whether an SVN update may be running (the EPC locked, or the operator loading microcode).
     update_active: Callable[[], bool] = staticmethod(lambda: False)
 
+    #: A task running a kernel batch path while others could run: it is not preempted until
+    #: its system call returns (the batch paths assume nothing interleaves).
+    atomic: Task | None = None
+
     def batch_ok(self) -> bool:
         """Kernel batch paths run when nothing but the caller can run now, or when no SVN update
         is under way (a batch is then one step: at most one ADD_PAGES window of the loader)."""
-        return self.current is None or self.runnable_count() <= 1 or not self.update_active()
+        cur = self.current
+        if cur is None or self.runnable_count() <= 1:
+            return True
+        if self.update_active():
+            return False
+        self.atomic = cur
+        return True
+
+    def end_atomic(self) -> None:
+        """The system call of the atomic task returned: it is preemptible again."""
+        if self.atomic is not None and self.atomic is self.current:
+            self.atomic = None
+
+    def preempt(self, point: str) -> None:
+        if self.atomic is not None and self.atomic is self.current:
+            return
+        super().preempt(point)
 
     def charge(self, ns: int) -> None:
         """Charge ``ns`` to the current task; after a long charge (a microcode apply, a batch of
@@ -204,6 +224,7 @@ class Runner(WorkloadsMixin, ResultsMixin):
         self._progress_step = max(scenario.duration // 1000, 1)
         self._cpusvn_last = self._cpusvn()
         self._ops_waitq = WaitQueue(self.sched, "operator")
+        self._events_done = 0
 
     # ------------------------------------------------------------------ setup
 
@@ -381,10 +402,21 @@ class Runner(WorkloadsMixin, ResultsMixin):
         )
         self._spawn_workloads()
         self.sched.spawn(self._operator, name="operator", cpu=0, daemon=True)
-        self.sched.spawn(lambda: self._sleep_until(end, interruptible=False), name="end-of-run", cpu=0)
+        due = sum(1 for ev in s.events if ev.at <= end)
+        finished: list[int] = []
+
+        def end_of_run() -> None:
+            # Every event written before the end runs, even if the machine was busy until then.
+            self._sleep_until(end, interruptible=False)
+            self._ops_waitq.wait_event(lambda: self._events_done >= due)
+            finished.append(self._now())
+
+        self.sched.spawn(end_of_run, name="end-of-run", cpu=0)
         result = self.sched.run()
         if not result.completed:
             raise ScenarioError(f"the run stopped early: {result.describe()}")
+        if until_ns is None and (w := overrun_warning(s, max(finished, default=end) - end)) is not None:
+            self.warnings.append(w)
         self.clock.advance_to(end)
         self._collect_updates()
         if self.progress is not None:
@@ -422,6 +454,8 @@ class Runner(WorkloadsMixin, ResultsMixin):
             self._collect_updates()
             self._record_epc()
             self._notify_all()
+            self._events_done += 1
+            self._ops_waitq.wake_up_all()
 
     def _run_event(self, ev: EventSpec) -> None:
         handler = {

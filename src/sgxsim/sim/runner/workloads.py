@@ -89,6 +89,8 @@ class _TracedProcess(Process):
         except OSError as err:
             r._refused(self, name, err, t0)
             raise
+        finally:
+            r.sched.end_atomic()
         r.trace.slice(self.track, name, t0, r._now() - t0, "ioctl")
         return ret
 
