@@ -61,6 +61,7 @@ def test_quote_writes_the_evidence_files(evidence: Path) -> None:
         "root.pem",
         "report.json",
         "verify-command.txt",
+        "run.json",
     }
     q = parse_quote((evidence / "quote.bin").read_bytes())
     summary = json.loads((evidence / "report.json").read_text())
@@ -76,6 +77,24 @@ def test_quote_writes_the_evidence_files(evidence: Path) -> None:
     text = (evidence / "collateral.json").read_text()
     theirs = dcap_qvl.QuoteCollateralV3.from_json(text)
     assert json.loads(theirs.to_json()) == json.loads(text)
+
+
+def test_quote_output_folder_is_replaced_as_a_whole(tmp_path: Path) -> None:
+    """quote writes through the atomic output folder: run.json names its files; the next run
+    removes only those (a user's own file stays), and a refused run leaves everything intact."""
+    out = tmp_path / "q"
+    run_quote(out, "--seed", "1")
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["command"] == "quote" and "quote.bin" in manifest["files"]
+    (out / "notes.txt").write_text("mine")
+    run_quote(out, "--seed", "1", "--platforms", "2")
+    names = {p.name for p in out.iterdir()}
+    assert "quote.bin" not in names and {"notes.txt", "run.json"} <= names
+    assert len([n for n in names if n.startswith("quote-") and n.endswith(".bin")]) == 2
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    bad = CliRunner().invoke(quote, ["--out", str(out), "--platforms", "2", "--late-microcode-svn", "1,2,3"])
+    assert bad.exit_code == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
 def test_verify_accepts_and_dcap_qvl_agrees(evidence: Path) -> None:

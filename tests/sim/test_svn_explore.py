@@ -258,7 +258,9 @@ def test_cli_list_ok_violation_and_replay(tmp_path: Path) -> None:
     runner = CliRunner()
     r = runner.invoke(main, ["explore", "--list"])
     assert r.exit_code == 0 and "release-abort" in r.output
-    r = runner.invoke(main, ["explore", "entropy", "--schedules", "2", "--json"])
+    r = runner.invoke(
+        main, ["explore", "entropy", "--schedules", "2", "--json", "--out", str(tmp_path / "e")]
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["ok"] is True
     r = runner.invoke(
@@ -293,7 +295,9 @@ def test_cli_toml_maps_to_builtin(tmp_path: Path) -> None:
         'trigger_mode = "non-destructive"\nrfc_v2_as_posted = true\n'
     )
     assert program_for_toml(str(f)) == ("trigger-nondestructive@as-posted", 0)
-    r = CliRunner().invoke(main, ["explore", str(f), "--schedules", "2", "--json"])
+    r = CliRunner().invoke(
+        main, ["explore", str(f), "--schedules", "2", "--json", "--out", str(tmp_path / "out")]
+    )
     assert r.exit_code in (0, 1) and json.loads(r.output)["program"] == "trigger-nondestructive@as-posted"
 
 

@@ -33,6 +33,7 @@ import click
 from cryptography import x509
 
 from sgxsim.attest import Collateral, VerifiedQuote, format_date, parse_quote, verify_quote
+from sgxsim.cli.output import output_folder
 from sgxsim.errors import InvalidArgument, VerificationError
 from sgxsim.sim.attestation import AttestationWorld, TcbRecovery, quote_fleet
 
@@ -196,55 +197,64 @@ def quote(
         raise click.BadParameter(
             f"{len(svns)} SVNs for {platforms} platforms", param_hint="--late-microcode-svn"
         )
-    world = AttestationWorld(seed)
-    fleet = quote_fleet(world, svns, seed=seed, version=int(quote_version))
-    generated_at = world.datetime_at(0)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files: dict[str, Path] = {
-        "collateral": out_dir / "collateral.json",
-        "root": out_dir / "root.pem",
-        "report": out_dir / "report.json",
-        "verify_command": out_dir / "verify-command.txt",
+    arguments = {
+        "platforms": platforms,
+        "late_microcode_svn": svns,
+        "recovery_svn": recovery_svn,
+        "quote_version": quote_version,
     }
-    single = len(fleet) == 1
-    summaries = []
-    for member in fleet:
-        name = "quote.bin" if single else f"quote-{member.name}.bin"
-        (out_dir / name).write_bytes(member.result.quote)
-        summary = _summary(member.result.quote, member.result.verified)
-        summaries.append(
-            {
-                "platform": member.name,
-                "late_microcode_svn": member.late_microcode_svn,
-                "quote": name,
-                **summary,
-            }
-        )
-    if single:
-        files["quote"] = out_dir / "quote.bin"
-        summary_obj: dict[str, Any] = dict(summaries[0])
-        for key in ("platform", "late_microcode_svn", "quote"):
-            summary_obj.pop(key)
-    else:
-        summary_obj = {"platforms": summaries}
-    summary_obj["generated_at"] = generated_at.isoformat()
-    first = out_dir / ("quote.bin" if single else summaries[0]["quote"])
-    command = verify_command(out_dir, first, generated_at)
-    summary_obj["verify_command"] = command
-    files["collateral"].write_text(collateral_to_json(fleet[0].result.collateral) + "\n")
-    files["root"].write_bytes(world.root_pem)
-    files["verify_command"].write_text(command + "\n")
-    if recovery_svn is not None:
-        week_ns = 7 * 24 * 3600 * 10**9
-        world.publish_recovery(TcbRecovery.late_microcode(recovery_svn), at_ns=week_ns)
-        doc = world.pcs.tcb_info(world.tcb.fmspc, world.datetime_at(week_ns))
-        files["recovery"] = out_dir / "tcb-info-recovery.json"
-        files["recovery"].write_text(doc.envelope() + "\n")
-        summary_obj["recovery"] = {
-            "late_microcode_svn": recovery_svn,
-            "published": format_date(world.datetime_at(week_ns)),
+    # Written into a temporary folder and moved into place only when complete (docs/cli.md).
+    with output_folder(out_dir, "quote", seed, arguments) as folder:
+        tmp = folder.tmp
+        world = AttestationWorld(seed)
+        fleet = quote_fleet(world, svns, seed=seed, version=int(quote_version))
+        generated_at = world.datetime_at(0)
+        files: dict[str, Path] = {
+            "collateral": out_dir / "collateral.json",
+            "root": out_dir / "root.pem",
+            "report": out_dir / "report.json",
+            "verify_command": out_dir / "verify-command.txt",
         }
-    files["report"].write_text(json.dumps(summary_obj, indent=2) + "\n")
+        single = len(fleet) == 1
+        summaries = []
+        for member in fleet:
+            name = "quote.bin" if single else f"quote-{member.name}.bin"
+            (tmp / name).write_bytes(member.result.quote)
+            summary = _summary(member.result.quote, member.result.verified)
+            summaries.append(
+                {
+                    "platform": member.name,
+                    "late_microcode_svn": member.late_microcode_svn,
+                    "quote": name,
+                    **summary,
+                }
+            )
+        if single:
+            files["quote"] = out_dir / "quote.bin"
+            summary_obj: dict[str, Any] = dict(summaries[0])
+            for key in ("platform", "late_microcode_svn", "quote"):
+                summary_obj.pop(key)
+        else:
+            summary_obj = {"platforms": summaries}
+        summary_obj["generated_at"] = generated_at.isoformat()
+        first = out_dir / ("quote.bin" if single else summaries[0]["quote"])
+        command = verify_command(out_dir, first, generated_at)
+        summary_obj["verify_command"] = command
+        (tmp / files["collateral"].name).write_text(collateral_to_json(fleet[0].result.collateral) + "\n")
+        (tmp / files["root"].name).write_bytes(world.root_pem)
+        (tmp / files["verify_command"].name).write_text(command + "\n")
+        if recovery_svn is not None:
+            week_ns = 7 * 24 * 3600 * 10**9
+            world.publish_recovery(TcbRecovery.late_microcode(recovery_svn), at_ns=week_ns)
+            doc = world.pcs.tcb_info(world.tcb.fmspc, world.datetime_at(week_ns))
+            files["recovery"] = out_dir / "tcb-info-recovery.json"
+            (tmp / files["recovery"].name).write_text(doc.envelope() + "\n")
+            summary_obj["recovery"] = {
+                "late_microcode_svn": recovery_svn,
+                "published": format_date(world.datetime_at(week_ns)),
+            }
+        (tmp / files["report"].name).write_text(json.dumps(summary_obj, indent=2) + "\n")
+        folder.commit()
     if as_json:
         click.echo(json.dumps({**summary_obj, "files": {k: str(v) for k, v in files.items()}}, indent=2))
         return

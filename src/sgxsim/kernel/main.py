@@ -561,6 +561,13 @@ class Kernel:
             node.lock.unlock()
             if len(out) == n:
                 break
+        if len(out) < n:
+            # Another task allocated between the free-count check and the pops (each node lock is
+            # a preemption point under a scheduler): undo, so the caller goes page by page.
+            self.sgx_nr_free_pages.sub(len(out))
+            for page in reversed(out):
+                self.sgx_unalloc_epc_page(page)
+            return None
         pages = np.array(out, dtype=np.int64)
         self.epc_flags[pages] &= SGX_EPC_PAGE_POISON
         self.sgx_nr_free_pages.sub(len(out))
