@@ -49,7 +49,7 @@ class TaskSignals:
     signals: list[SigInfo]
 
     def _check_alive(self) -> None:
-        raise NotImplementedError
+        """Provided by ``Process``: InvalidArgument once the process has exited."""
 
     def signal_pending(self) -> bool:
         """``signal_pending(current)``."""
