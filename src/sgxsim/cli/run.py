@@ -32,10 +32,10 @@ from sgxsim.cli.boundary import EXIT_FAILED, EXIT_USAGE, CliError, current_inter
 from sgxsim.cli.fleet import engine_options, host_progress
 from sgxsim.cli.output import OutputFolder, output_folder
 from sgxsim.errors import ScenarioError
-from sgxsim.kernel.policy import SvnPolicy
+from sgxsim.kernel.policy import WHAT_IF_POLICY, SvnPolicy
 from sgxsim.sim.engine import EngineSpec
 from sgxsim.sim.report import Report, Scalar, write_outputs
-from sgxsim.sim.runner import RUN_POLICIES, WHAT_IF_POLICY, Runner, RunResult, policy_label
+from sgxsim.sim.runner import RUN_POLICIES, Runner, RunResult, policy_label
 from sgxsim.sim.scenario import Scenario, format_ns_short, load_scenario, parse_duration
 from sgxsim.sim.timeline import COMPARISON_METRICS
 

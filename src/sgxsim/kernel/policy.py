@@ -11,15 +11,21 @@ that affects SGX (the string value is what scenario files and the CLI spell):
   and the EPC is empty.
 * ``NONE``: a kernel without EUPDATESVN support (CPUSVN changes only at reboot).
 
-The what-if ``only_if_svn_rises`` is not a kernel design (Linux has no way to know whether a
-patch raises the SGX SVN); it stays a flag of :class:`sgxsim.kernel.svn.SvnConfig`.
+The what-if ``only_if_svn_rises`` (:data:`WHAT_IF_POLICY`) is not a kernel design (Linux has no
+way to know whether a patch raises the SGX SVN): it stays a flag of
+:class:`sgxsim.kernel.svn.SvnConfig`, not a member; the runner and the CLI accept its name
+next to the members'.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["SvnPolicy"]
+__all__ = ["WHAT_IF_POLICY", "SvnPolicy"]
+
+#: The name of the what-if run: the RFC v2 teardown, skipped when no CPU's loaded SVN exceeds
+#: CPUSVN (``SvnConfig.only_if_svn_rises``). Not an :class:`SvnPolicy` member: Linux cannot know.
+WHAT_IF_POLICY = "only_if_svn_rises"
 
 
 class SvnPolicy(StrEnum):

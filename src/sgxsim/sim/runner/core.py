@@ -28,7 +28,7 @@ from sgxsim.hw.machine import DEFAULT_EPC_BASE, DEFAULT_EPC_STRIDE, LatencyTable
 from sgxsim.kernel import uapi
 from sgxsim.kernel.locking import AtomicInt, WaitQueue
 from sgxsim.kernel.main import Kernel, KernelConfig
-from sgxsim.kernel.policy import SvnPolicy
+from sgxsim.kernel.policy import WHAT_IF_POLICY, SvnPolicy
 from sgxsim.kernel.printk import KernelLog
 from sgxsim.kernel.svn import SvnConfig
 from sgxsim.rand import Rng
@@ -44,10 +44,9 @@ from sgxsim.sim.trace import DEFAULT_MAX_BYTES, TraceRecorder
 
 __all__ = ["RUN_POLICIES", "WHAT_IF_LABEL", "WHAT_IF_POLICY", "Runner", "policy_label"]
 
-#: The what-if policy: the RFC v2 teardown, skipped when no CPU's loaded SVN exceeds CPUSVN.
-WHAT_IF_POLICY = "only_if_svn_rises"
-#: How reports label the what-if (it needs knowledge Linux does not have).
-WHAT_IF_LABEL = "only_if_svn_rises (what-if, impossible in Linux)"
+#: How reports label the what-if :data:`~sgxsim.kernel.policy.WHAT_IF_POLICY` (it needs
+#: knowledge Linux does not have).
+WHAT_IF_LABEL = f"{WHAT_IF_POLICY} (what-if, impossible in Linux)"
 #: Policies :class:`Runner` accepts: the three designs, a pre-EUPDATESVN kernel, the what-if.
 RUN_POLICIES = (*(p.value for p in SvnPolicy), WHAT_IF_POLICY)
 
