@@ -28,7 +28,7 @@ from sgxsim.sim.report import report_schema
 from sgxsim.sim.runner import WHAT_IF_LABEL, WHAT_IF_POLICY, Runner
 from sgxsim.sim.runner import results as results_mod
 from sgxsim.sim.scenario import EpcSectionSpec, load_scenario, parse_scenario
-from sgxsim.sim.timeline import COMPARISON_METRICS
+from sgxsim.sim.timeline import COMPARISON_METRICS, format_ns
 
 BASE = """\
 [scenario]
@@ -119,6 +119,27 @@ def test_rfc_v2_late_load_updates_cpusvn_and_restarts(rfc_run) -> None:  # type:
     assert all(v.accepted == (v.status != "OutOfDate") for v in res.timeline.verdicts)
     assert {k for k, _, _ in COMPARISON_METRICS} <= set(m)
     assert any(w.outcome == "updated" for w in res.timeline.update_windows)
+
+
+def test_tcb_recovery_event_carries_its_impact(rfc_run) -> None:  # type: ignore[no-untyped-def]
+    """The recovery's event says what tcb-impact predicts (the one platform demoted from
+    SWHardeningNeeded to OutOfDate, refused from the publication on with no grace period, UpToDate
+    again at late-microcode SVN 3), the relying party then behaves so, and report.md shows it."""
+    _, res = rfc_run
+    (ev,) = [e for e in res.report.events if e["kind"] == "tcb_recovery"]
+    x = ev["extra"]
+    assert (x["platforms"], x["platforms_demoted"], x["demoted_status"]) == (1, 1, "OutOfDate")
+    assert x["grace_period_ns"] == 0 and x["refused_from_ns"] == ev["t_start_ns"]
+    assert x["required_late_microcode_svn"] == 3
+    assert "demotes 1 of 1 platform(s)" in ev["detail"] and "SWHardeningNeeded -> OutOfDate" in ev["detail"]
+    refused = [v for v in res.report.verdicts if not v.accepted]
+    assert refused and all(v.t_ns >= x["refused_from_ns"] for v in refused)
+    assert all(v.status == "OutOfDate" for v in refused)
+    md = res.report.to_markdown()
+    section = md.split("## TCB recoveries", 1)[1].split("\n## ", 1)[0]
+    row = next(line for line in section.splitlines() if line.startswith("| 800"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells == ["800.000 ms", "1 of 1", "OutOfDate", "800.000 ms", "0 ns", "3"]
 
 
 def test_report_validates_and_is_deterministic(rfc_run) -> None:  # type: ignore[no-untyped-def]
@@ -437,3 +458,23 @@ def test_busy_host_shows_the_window() -> None:
     jsonschema.validate(res.report.to_dict(), report_schema())
     assert check_trace(res.trace.to_bytes()) == []
     assert m["svn_updates_ok"] == 1 and m["new_cpusvn_attested"] is True
+    # report.md: each service's unavailable time and ECALL latency around the late load (not the
+    # boot-time EUPDATESVN of sgx_init, which ran before any ECALL).
+    md = res.report.to_markdown()
+    latency = md.split("## ECALL latency", 1)[1].split("\n## ", 1)[0]
+    services = [e for e in res.report.enclaves if e.name.startswith("service")]
+    assert len(services) == 2
+    for e in services:
+        lat = e.ecall_latency_ns
+        assert lat["before"]["n"] and lat["after"]["n"]
+        row = next(x for x in latency.splitlines() if x.startswith(f"| {e.name} "))
+        cells = [c.strip() for c in row[1:-1].split("|")]
+        for phase, cell in zip(("before", "during", "after"), cells[1:], strict=True):
+            st = lat[phase]
+            want = "-"
+            if st["n"]:
+                want = " / ".join(format_ns(st[k]) for k in ("p50", "p99", "max"))  # type: ignore[arg-type]
+                want += f" ({st['n']})"
+            assert cell == want
+        assert 0 < e.unavailable_ns < 800_000_000
+        assert f"| {format_ns(e.downtime_ns)} | {format_ns(e.unavailable_ns)} |" in md

@@ -329,10 +329,33 @@ class Report:
         out += _md_table(
             ("Metric", "Value"), [(_METRIC_LABELS.get(k, _label(k)), _fmt(k, v)) for k, v in metrics.items()]
         )
+        recoveries = [ev for ev in self.events if ev["kind"] == "tcb_recovery"]
+        if recoveries:
+            out += ["", "## TCB recoveries", ""]
+            out.append(
+                "What `sgxsim tcb-impact` tells this host's operator when Intel publishes each "
+                "recovery: the platforms whose PCK TCB it demotes, when the relying party starts "
+                "refusing them (publication plus its grace period) and the late-microcode SVN that "
+                "makes them UpToDate again."
+            )
+            out.append("")
+            out += _md_table(
+                ("t", "Platforms demoted", "New status", "Refused from", "Grace period", "Needs SVN"),
+                [_recovery_cells(ev) for ev in recoveries],
+            )
         if self.enclaves:
             out += ["", "## Enclaves", ""]
             out += _md_table(
-                ("Enclave", "PID", "State", "EPC pages (peak)", "Restarts", "Downtime", "Last verdict"),
+                (
+                    "Enclave",
+                    "PID",
+                    "State",
+                    "EPC pages (peak)",
+                    "Restarts",
+                    "Downtime",
+                    "Unavailable",
+                    "Last verdict",
+                ),
                 [
                     (
                         e.name,
@@ -341,11 +364,29 @@ class Report:
                         str(e.epc_pages_peak),
                         str(e.restarts),
                         format_ns(e.downtime_ns),
+                        format_ns(e.unavailable_ns),
                         e.last_verdict or "n/a",
                     )
                     for e in self.enclaves
                 ],
             )
+            timed = [e for e in self.enclaves if any(st.get("n") for st in e.ecall_latency_ns.values())]
+            if timed:
+                out += ["", "## ECALL latency", ""]
+                out.append(
+                    "ECALL threads' latency (p50 / p99 / max, with the number of ECALLs) before, "
+                    "during and after the first SVN update; an ECALL overlapping its locked "
+                    "window counts as during. Unavailable (above): from the last successful "
+                    "ECALL before each loss to the first after it."
+                )
+                out.append("")
+                out += _md_table(
+                    ("Enclave", *(phase.capitalize() for phase in _LATENCY_PHASES)),
+                    [
+                        (e.name, *(_latency_cell(e.ecall_latency_ns.get(ph, {})) for ph in _LATENCY_PHASES))
+                        for e in timed
+                    ],
+                )
         if self.verdicts:
             out += ["", "## Attestation verdicts", ""]
             out += _md_table(
@@ -415,6 +456,31 @@ class Report:
                     Text(str(row["policy"])), *(Text(_fmt(k, row.get(k))) for k in keys), style=style
                 )
             console.print(table)
+
+
+_LATENCY_PHASES = ("before", "during", "after")
+
+
+def _latency_cell(stats: Mapping[str, Scalar]) -> str:
+    """``p50 / p99 / max (n)`` of one phase's ECALL latencies; ``-`` without ECALLs."""
+    n = stats.get("n")
+    if not n:
+        return "-"
+    return " / ".join(_fmt("_ns", stats.get(k)) for k in ("p50", "p99", "max")) + f" ({n})"
+
+
+def _recovery_cells(ev: Mapping[str, Any]) -> tuple[str, ...]:
+    """A tcb_recovery event's impact (its ``extra``) as report.md cells."""
+    x = ev.get("extra") or {}
+    demoted, total = x.get("platforms_demoted"), x.get("platforms")
+    return (
+        format_ns(ev["t_start_ns"]),
+        "n/a" if demoted is None else f"{demoted} of {total}",
+        _fmt("", x.get("demoted_status")) if demoted else "-",
+        _fmt("refused_from_ns", x.get("refused_from_ns")),
+        _fmt("grace_period_ns", x.get("grace_period_ns")),
+        _fmt("", x.get("required_late_microcode_svn")),
+    )
 
 
 def _comparison_row(row: Mapping[str, Scalar]) -> dict[str, Scalar]:

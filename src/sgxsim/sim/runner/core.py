@@ -16,6 +16,7 @@ waits for the ECALL in progress on CPU 0 to end.
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import random
 from collections.abc import Callable, Sequence
 
@@ -39,7 +40,7 @@ from sgxsim.sim.runner.results import ResultsMixin, RunResult, errno_name
 from sgxsim.sim.runner.workloads import Instance, Vm, WorkloadsMixin
 from sgxsim.sim.scenario import EventSpec, Scenario, late_event_warning, overrun_warning
 from sgxsim.sim.sched import DeterministicScheduler, Strategy, Task
-from sgxsim.sim.timeline import TimelineData
+from sgxsim.sim.timeline import TimelineData, format_ns
 from sgxsim.sim.trace import DEFAULT_MAX_BYTES, TraceRecorder
 
 __all__ = ["RUN_POLICIES", "WHAT_IF_LABEL", "WHAT_IF_POLICY", "Runner", "policy_label"]
@@ -514,12 +515,40 @@ class Runner(WorkloadsMixin, ResultsMixin):
             self._refusal(self._now(), f"update_svn {outcome}", 0)
 
     def _ev_tcb(self, ev: EventSpec) -> None:
+        """Intel publishes the recovery; what ``sgxsim tcb-impact`` would tell this host's operator
+        (which platforms it demotes, from when, what they need) goes into the event."""
         assert ev.new_late_microcode_svn is not None
         base = self.scenario.machine.early_patch.base_svn
         rec = TcbRecovery.late_microcode(ev.new_late_microcode_svn, base=base)
         now = self._now()
-        self.world.publish_recovery(rec, at_ns=now)
+        grace_ns = self.scenario.relying_party.grace_period
+        _level, impact = self.world.publish_recovery_with_impact(
+            rec, at_ns=now, grace=dt.timedelta(microseconds=grace_ns // 1000)
+        )
         self._recovery_ns = now
+        demoted = impact.demoted
+        # The relying party fetches the new TCB Info as it is published (its issueDate has whole
+        # seconds) and keeps accepting the demoted level for its grace period.
+        bites = [max(self._sim_ns(p.bites_at), now + grace_ns) for p in demoted if p.bites_at is not None]
+        needs = sorted(
+            {
+                svn
+                for p in demoted
+                if p.requirement is not None and (svn := p.requirement.late_microcode_svn) is not None
+            }
+        )
+        if demoted:
+            names = ", ".join(f"{p.name} {p.status_now} -> {p.status_new}" for p in demoted)
+            impact_text = (
+                f"; demotes {len(demoted)} of {len(impact.platforms)} platform(s) ({names}), "
+                f"refused from t={format_ns(min(bites))} (grace period {format_ns(grace_ns)})"
+                if bites
+                else f"; demotes {len(demoted)} of {len(impact.platforms)} platform(s) ({names})"
+            )
+            if needs:
+                impact_text += f"; UpToDate again with late-microcode SVN {', '.join(map(str, needs))}"
+        else:
+            impact_text = f"; demotes none of {len(impact.platforms)} platform(s)"
         self._event(
             "tcb_recovery",
             now,
@@ -527,8 +556,18 @@ class Runner(WorkloadsMixin, ResultsMixin):
             "Intel PCS",
             "published",
             f"late-microcode SVN {ev.new_late_microcode_svn} is UpToDate, older levels OutOfDate "
-            f"(tcbEvaluationDataNumber {self.world.tcb_model.tcb_evaluation_data_number})",
+            f"(tcbEvaluationDataNumber {self.world.tcb_model.tcb_evaluation_data_number})" + impact_text,
+            platforms=len(impact.platforms),
+            platforms_demoted=len(demoted),
+            demoted_status=", ".join(sorted({str(p.status_new) for p in demoted})) or None,
+            grace_period_ns=grace_ns,
+            refused_from_ns=min(bites) if bites else None,
+            required_late_microcode_svn=max(needs) if needs else None,
         )
+
+    def _sim_ns(self, when: dt.datetime) -> int:
+        """Simulated time (power-on base) of a date of the attestation world."""
+        return (when - self.world.epoch) // dt.timedelta(microseconds=1) * 1000
 
     def _ev_starve(self, ev: EventSpec) -> None:
         self.machine.entropy.starve(ev.count)
