@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from sgxsim.sim.demo import demo_scenario
-from sgxsim.sim.runner import Runner
+from sgxsim.sim.runner import Runner, RunProgress
 from sgxsim.sim.scenario import EpcSectionSpec, Scenario, load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,11 +37,11 @@ def _rss_gib() -> float:
 def bench(label: str, scenario: Scenario) -> None:
     last = [0.0]
 
-    def progress(now_ns: int, end_ns: int) -> None:
+    def progress(p: RunProgress) -> None:
         t = time.perf_counter()
         if t - last[0] > 10:
             last[0] = t
-            print(f"    ... {now_ns / 1e9:.3f} / {end_ns / 1e9:.3f} s simulated", flush=True)
+            print(f"    ... {p.describe()}", flush=True)
 
     t0 = time.perf_counter()
     runner = Runner(scenario, progress=progress)

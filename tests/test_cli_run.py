@@ -208,3 +208,42 @@ def test_shell_completion_script() -> None:
     res = CliRunner().invoke(main, [], env={"_SGXSIM_COMPLETE": "bash_source"}, prog_name="sgxsim")
     assert res.exit_code == 0
     assert "_sgxsim_completion" in res.stdout and "complete " in res.stdout
+
+
+def test_progress_bar_restarts_its_estimate_at_each_phase() -> None:
+    """The bar's time left comes from the current phase's rate of work (EPC pages while booting,
+    simulated time after), shows from the first work done, and restarts with each phase."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from sgxsim.cli import run as run_cli
+    from sgxsim.sim.runner import RunProgress
+
+    clock = [0.0]
+    out = io.StringIO()
+    console = Console(file=out, width=100, force_terminal=False)
+    with Progress(
+        *run_cli._bar_columns(), console=console, auto_refresh=False, get_time=lambda: clock[0]
+    ) as bar:
+        feed = run_cli._RunBar(bar, "demo")
+        eta = run_cli._EtaColumn()
+
+        def left() -> str:
+            return str(eta.render(bar.tasks[0]))
+
+        feed(RunProgress("boot", 0, 134_217_728, 0, 60 * 10**9))
+        assert left() == "ETA ..."
+        clock[0] = 10.0
+        feed(RunProgress("boot", 33_554_432, 134_217_728, 0, 60 * 10**9))
+        assert left() == "ETA 0:00:30"
+        clock[0] = 40.0
+        feed(RunProgress("run", 0, 50 * 10**9, 10 * 10**9, 60 * 10**9))
+        assert bar.tasks[0].completed == 0 and bar.tasks[0].total == 50 * 10**9 and left() == "ETA ..."
+        clock[0] = 100.0
+        feed(RunProgress("run", 10 * 10**9, 50 * 10**9, 20 * 10**9, 60 * 10**9))
+        assert left() == "ETA 0:04:00"
+        console.print(bar.make_tasks_table(bar.tasks))
+    line = out.getvalue()
+    assert "20.000 s of 60.000 s simulated" in line and "ETA 0:04:00" in line and "-:--:--" not in line

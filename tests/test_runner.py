@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 import types
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import numpy as np
@@ -17,15 +19,16 @@ from tests.sim.trace_checker import check_trace
 from sgxsim.errors import InvalidArgument, ScenarioError
 from sgxsim.hw.arch import PAGE_SIZE, PageType, cpusvn_le, secinfo_flags
 from sgxsim.hw.crypto import Measurement
-from sgxsim.kernel import uapi
+from sgxsim.kernel import main as kernel_main
+from sgxsim.kernel import printk, uapi
 from sgxsim.kernel.process import Process
 from sgxsim.sdk import loader
 from sgxsim.sdk.image import EnclaveImage, Segment
 from sgxsim.sdk.sign import sign_enclave
 from sgxsim.sim import runner as runner_mod
 from sgxsim.sim.inspect import inspect_runner, inspect_schema
-from sgxsim.sim.report import report_schema
-from sgxsim.sim.runner import WHAT_IF_LABEL, WHAT_IF_POLICY, Runner
+from sgxsim.sim.report import report_schema, write_outputs
+from sgxsim.sim.runner import WHAT_IF_LABEL, WHAT_IF_POLICY, Runner, RunProgress
 from sgxsim.sim.runner import results as results_mod
 from sgxsim.sim.scenario import EpcSectionSpec, load_scenario, parse_scenario
 from sgxsim.sim.timeline import COMPARISON_METRICS, format_ns
@@ -261,11 +264,37 @@ def test_bad_arguments() -> None:
         Runner(parse_scenario(text.replace("cpus_per_socket = 2", "cpus_per_socket = 2\nsgx2 = false")))
 
 
-def test_progress_callback_is_monotonic() -> None:
-    seen: list[tuple[int, int]] = []
-    Runner(parse_scenario(scenario(duration="1s")), progress=lambda a, b: seen.append((a, b))).run()
-    assert seen and seen[-1][0] == seen[-1][1]
-    assert all(a <= b for (a, _), (b, _) in itertools.pairwise(seen))
+def test_progress_counts_work_and_is_complete_only_at_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fake progress sink sees the boot's EPC pages sanitized (slice by slice), then simulated
+    time up to the end, then the late load that runs past the end (the run's last event, at
+    its end), each phase monotonic and never complete before the last call; watching changes
+    nothing in the run."""
+    monkeypatch.setattr(kernel_main, "SANITIZE_SLICE_PAGES", 1000)
+    text = scenario(RECOVER_AND_LOAD, duration="1s")
+    seen: list[RunProgress] = []
+    r = Runner(parse_scenario(text), progress=seen.append)
+    res = r.run()
+    npages = (32 << 20) // PAGE_SIZE
+    phases = [p.phase for p in seen]
+    order = ["boot", "run", "overrun"]
+    assert phases[:-1] == sorted(phases[:-1], key=order.index) and phases[-1] == "run"
+    boot = [p for p in seen if p.phase == "boot"]
+    assert [p.done for p in boot] == [0, *range(1000, npages, 1000), npages - 1]
+    assert all(p.total == npages and p.unit == "pages" for p in boot)
+    run = [p for p in seen[:-1] if p.phase == "run"]
+    assert len(run) >= 3 and all(p.total == 1_000_000_000 - r.t0_ns and p.unit == "ns" for p in run)
+    assert all(a.done < b.done and a.now_ns < b.now_ns for a, b in itertools.pairwise(run))
+    assert all(p.done == p.now_ns - r.t0_ns for p in run)
+    over = [p for p in seen if p.phase == "overrun"]
+    assert over and all((p.done, p.total) == (1, 2) and p.now_ns >= 1_000_000_000 for p in over)
+    assert "1 of 2 events" in over[0].describe()
+    assert all(p.fraction < 1 and not p.finished for p in seen[:-1])
+    last = seen[-1]
+    assert last.finished and last.fraction == 1.0 and last.now_ns > 1_000_000_000
+    assert res.report.warnings  # the overrun is reported
+    plain = Runner(parse_scenario(text)).run()
+    assert plain.report.to_json() == res.report.to_json()
+    assert plain.trace.to_bytes() == res.trace.to_bytes()
 
 
 def test_inspect_filters_and_schema() -> None:
@@ -478,3 +507,68 @@ def test_busy_host_shows_the_window() -> None:
             assert cell == want
         assert 0 < e.unavailable_ns < 800_000_000
         assert f"| {format_ns(e.downtime_ns)} | {format_ns(e.unavailable_ns)} |" in md
+
+
+STAMPED = """
+[[event]]
+at = "300ms"
+kind = "microcode_load"
+patch = "same"
+
+[[event]]
+at = "600ms"
+kind = "entropy_starve"
+count = 2
+
+[[event]]
+at = "700ms"
+kind = "microcode_load"
+patch = "up"
+"""
+
+
+def _stamp_us(line: str) -> int:
+    """The microseconds of a dmesg line's ``[%5lu.%06lu]`` stamp."""
+    m = re.match(r"^\[ *(\d+)\.(\d{6})\] ", line)
+    assert m is not None, line
+    return int(m[1]) * 1_000_000 + int(m[2])
+
+
+def test_kernel_log_stamps_are_printk_times_floored_to_microseconds(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """kernel.log: each line's stamp is its printk's simulated time (the printing task's own
+    time in the run's power-on time base; before the scheduler runs, boot time) floored to
+    microseconds; the microcode and EUPDATESVN lines fall inside the report's microcode_load and
+    svn_update events, and each update's EUPDATESVN line is stamped at its end."""
+    printed: list[tuple[int | None, int]] = []
+    real = printk.KernelLog.printk
+
+    def spy(
+        self: printk.KernelLog, level: printk.LogLevel, fmt: str, *args: object, **kw: str | None
+    ) -> printk.LogEntry:
+        entry = real(self, level, fmt, *args, **kw)
+        sched: Any = self._hooks  # the runner's scheduler
+        task = sched.current
+        printed.append((None if task is None else task.local_ns, entry.time_ns))
+        return entry
+
+    monkeypatch.setattr(printk.KernelLog, "printk", spy)
+    r = Runner(parse_scenario(scenario(STAMPED, duration="1s")))
+    res = r.run()
+    write_outputs(tmp_path, res.report, res.trace, res.timeline)
+    lines = (tmp_path / "kernel.log").read_text().splitlines()
+    assert lines == res.kernel_log and len(lines) == len(printed) >= 5
+    for line, (task_ns, entry_ns) in zip(lines, printed, strict=True):
+        assert _stamp_us(line) == entry_ns // 1000
+        assert entry_ns == task_ns if task_ns is not None else entry_ns <= r.t0_ns
+    loads = [e for e in res.report.events if e["kind"] == "microcode_load"]
+    updates = [e for e in res.report.events if e["kind"] == "svn_update"]
+    assert len(loads) == 2 and len(updates) == 3  # sgx_init's, then one per load
+    for line, (_, t) in zip(lines, printed, strict=True):
+        if "] microcode: " in line:
+            assert any(e["t_start_ns"] <= t <= e["t_end_ns"] for e in loads), line
+        if "EUPDATESVN" in line:
+            assert any(e["t_start_ns"] <= t <= e["t_end_ns"] for e in updates), line
+    eupdatesvn = {_stamp_us(line) for line in lines if "EUPDATESVN" in line}
+    assert all(u["t_end_ns"] // 1000 in eupdatesvn for u in updates)

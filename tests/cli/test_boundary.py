@@ -157,9 +157,9 @@ def test_interrupt_mid_run_exits_130_and_keeps_outputs(
         progress = self.progress
         assert progress is not None
 
-        def press(now_ns: int, end_ns: int) -> None:
+        def press(p: runner.RunProgress) -> None:
             os.kill(os.getpid(), signal.SIGINT)  # lands inside the model: only a flag
-            progress(now_ns, end_ns)  # the CLI's safe point raises
+            progress(p)  # the CLI's safe point raises
 
         self.progress = press
         return real(self, until_ns)

@@ -25,8 +25,9 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from sgxsim.cli.boundary import EXIT_FAILED, EXIT_USAGE, CliError, current_interrupt
 from sgxsim.cli.fleet import engine_options, host_progress
@@ -35,7 +36,7 @@ from sgxsim.errors import ScenarioError
 from sgxsim.kernel.policy import WHAT_IF_POLICY, SvnPolicy
 from sgxsim.sim.engine import EngineSpec
 from sgxsim.sim.report import Report, Scalar, write_outputs
-from sgxsim.sim.runner import RUN_POLICIES, Runner, RunResult, policy_label
+from sgxsim.sim.runner import RUN_POLICIES, Runner, RunProgress, RunResult, policy_label
 from sgxsim.sim.scenario import Scenario, format_ns_short, load_scenario, parse_duration
 from sgxsim.sim.timeline import COMPARISON_METRICS
 
@@ -53,27 +54,53 @@ def _load(spec: str) -> Scenario:
     return load_scenario(spec)
 
 
+class _EtaColumn(ProgressColumn):
+    """Time left in the current phase of a run, from the rate of work since the phase began
+    (work done per wall second: EPC pages while booting, simulated time while running)."""
+
+    def render(self, task: Task) -> Text:
+        elapsed, total, done = task.elapsed, task.total, task.completed
+        if total is None or not elapsed or done <= 0:
+            return Text("ETA ...", style="progress.remaining")
+        left = max(elapsed * (total - done) / done, 0.0)
+        minutes, seconds = divmod(int(left + 0.5), 60)
+        hours, minutes = divmod(minutes, 60)
+        return Text(f"ETA {hours}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
+
+
+class _RunBar:
+    """Feeds a run's :class:`RunProgress` to one task of a rich :class:`Progress`: each phase of
+    the run (boot, run, overrun) restarts the bar, so the time left comes from that phase's rate."""
+
+    def __init__(self, progress: Progress, label: str) -> None:
+        self.progress = progress
+        self.task = progress.add_task(label, total=1, what="")
+        self.phase = ""
+
+    def __call__(self, p: RunProgress) -> None:
+        if p.phase != self.phase:
+            self.phase = p.phase
+            self.progress.reset(self.task, total=max(p.total, 1), completed=0)
+        self.progress.update(self.task, completed=p.done, what=p.describe())
+
+
+def _bar_columns() -> tuple[ProgressColumn, ...]:
+    return (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[what]}"),
+        _EtaColumn(),
+    )
+
+
 @contextmanager
-def _progress(enabled: bool, label: str) -> Iterator[Callable[[int, int], None] | None]:
-    """A rich progress bar on stderr over simulated time (nothing when disabled)."""
+def _progress(enabled: bool, label: str) -> Iterator[Callable[[RunProgress], None] | None]:
+    """A rich progress bar on stderr over a run's work (nothing when disabled; see :class:`_RunBar`)."""
     if not enabled:
         yield None
         return
-    console = Console(file=sys.stderr)
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[sim]}"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(label, total=1.0, sim="")
-
-        def update(now_ns: int, end_ns: int) -> None:
-            bar.update(task, completed=now_ns / max(end_ns, 1), sim=f"{now_ns / 1e9:.3f} s simulated")
-
-        yield update
+    with Progress(*_bar_columns(), console=Console(file=sys.stderr), transient=True) as bar:
+        yield _RunBar(bar, label)
 
 
 def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -117,9 +144,9 @@ def _execute(scenario: Scenario, seed: int | None, policy: str | None, show_prog
     flag = current_interrupt()
     with _progress(show_progress, label) as bar, flag.deferred():
 
-        def progress(now_ns: int, end_ns: int) -> None:
+        def progress(p: RunProgress) -> None:
             if bar is not None:
-                bar(now_ns, end_ns)
+                bar(p)
             flag.check()
 
         return Runner(scenario, seed=seed, policy=policy, progress=progress).run()

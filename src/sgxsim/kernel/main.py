@@ -27,6 +27,7 @@ no injection path exists yet.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +90,7 @@ if TYPE_CHECKING:
     from sgxsim.kernel.virt import SgxVepc
 
 __all__ = [
+    "SANITIZE_SLICE_PAGES",
     "SGX_EPC_PAGE_GUEST",
     "SGX_EPC_PAGE_IN_RELEASE",
     "SGX_EPC_PAGE_IS_FREE",
@@ -108,6 +110,9 @@ __all__ = [
     "SgxNumaNode",
     "validate_epc",
 ]
+
+#: Pages per slice of a watched boot's first sanitize pass (``Kernel(boot_progress=...)``).
+SANITIZE_SLICE_PAGES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -155,6 +160,7 @@ class Kernel:
         log: KernelLog | None = None,
         config: KernelConfig | None = None,
         svn: SvnConfig | None = None,
+        boot_progress: Callable[[int, int], None] | None = None,
     ) -> None:
         if not isinstance(machine, Machine):
             raise InvalidArgument(f"machine must be a Machine, got {machine!r}")
@@ -238,7 +244,11 @@ class Kernel:
         self._once: set[str] = set()
         #: SVN-update state and procedures (kernel/svn.py).
         self.svn = SgxSvn(self, svn)
+        #: ``boot_progress(pages_done, pages)`` during the first sanitize pass (for a progress
+        #: display of a large EPC's boot; observation only, see :meth:`_sgx_sanitize_pages`).
+        self.boot_progress = boot_progress
         self.sgx_init()
+        self.boot_progress = None
 
     def __repr__(self) -> str:
         if self.sgx_disabled is not None:
@@ -464,10 +474,25 @@ class Kernel:
         dirty = self.sgx_dirty_pages
         if len(dirty) == 0:
             return
-        results = E.eremove_many(self, dirty)
-        ok = dirty[results == 0]
-        self.sgx_dirty_pages = dirty[results != 0]
-        self._free_pages_bulk(ok)
+        report = self.boot_progress
+        if report is None or self.sched.current_task() is not None:
+            results = E.eremove_many(self, dirty)
+            ok = dirty[results == 0]
+            self.sgx_dirty_pages = dirty[results != 0]
+            self._free_pages_bulk(ok)
+            return
+        # Watched (boot_progress) and outside any task: slices of the dirty list in order. The
+        # same as one batch: EREMOVE and freeing go page by page in order, the latency charged is
+        # the same, and no preemption point does anything before the scheduler runs.
+        self.boot_progress = None  # the second pass (the SECS pages left over) is not counted
+        keep: list[npt.NDArray[np.int64]] = []
+        for lo in range(0, len(dirty), SANITIZE_SLICE_PAGES):
+            part = dirty[lo : lo + SANITIZE_SLICE_PAGES]
+            results = E.eremove_many(self, part)
+            keep.append(part[results != 0])
+            self._free_pages_bulk(part[results == 0])
+            report(lo + len(part), len(dirty))
+        self.sgx_dirty_pages = np.concatenate(keep)
 
     def _free_pages_bulk(self, pages: npt.NDArray[np.int64]) -> None:
         """``sgx_free_epc_page`` for many detached pages, in order (vectorized)."""

@@ -19,7 +19,7 @@ logical CPU:
 The scheduler runs the runnable task with the earliest simulated time (ties by a seeded choice),
 so a run is byte-reproducible from its seed. The modules: :mod:`.core` (the event loop and the
 operator), :mod:`.workloads` (workload, builder and VM lifecycles), :mod:`.results` (metrics,
-structured events and the report).
+structured events and the report), :mod:`.progress` (what the ``progress`` callback gets).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from sgxsim.sim.runner.core import (
     Runner,
     policy_label,
 )
+from sgxsim.sim.runner.progress import RunProgress
 from sgxsim.sim.runner.results import (
     EVENT_KINDS,
     WINDOW_METRICS,
@@ -47,6 +48,7 @@ __all__ = [
     "WHAT_IF_LABEL",
     "WHAT_IF_POLICY",
     "WINDOW_METRICS",
+    "RunProgress",
     "RunResult",
     "Runner",
     "_owner_counts",
@@ -60,7 +62,7 @@ def run_scenario(
     *,
     seed: int | None = None,
     policy: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[RunProgress], None] | None = None,
 ) -> RunResult:
     """Run ``scenario`` to its end (:class:`Runner` with the same arguments)."""
     return Runner(scenario, seed=seed, policy=policy, progress=progress).run()

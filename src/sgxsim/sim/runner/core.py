@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 from sgxsim.attest import VerifiedQuote  # noqa: F401  (re-exported for workloads)
 from sgxsim.errors import InvalidArgument, ScenarioError
-from sgxsim.hw.arch import cpusvn_le
+from sgxsim.hw.arch import PAGE_SIZE, cpusvn_le
 from sgxsim.hw.cpu import LogicalProcessor, MicrocodePatch
 from sgxsim.hw.epc import EpcSectionConfig
 from sgxsim.hw.machine import DEFAULT_EPC_BASE, DEFAULT_EPC_STRIDE, LatencyTable, Machine, MachineConfig
@@ -36,6 +36,7 @@ from sgxsim.rand import Rng
 from sgxsim.sdk.sign import generate_signing_key
 from sgxsim.sim.attestation import AttestationWorld, Platform, TcbRecovery, default_tcb_description
 from sgxsim.sim.report import Scalar
+from sgxsim.sim.runner.progress import RunProgress
 from sgxsim.sim.runner.results import ResultsMixin, RunResult, errno_name
 from sgxsim.sim.runner.workloads import Instance, Vm, WorkloadsMixin
 from sgxsim.sim.scenario import EventSpec, Scenario, late_event_warning, overrun_warning
@@ -144,9 +145,11 @@ class Runner(WorkloadsMixin, ResultsMixin):
     """Runs one scenario under one policy; see the package docstring.
 
     ``seed`` overrides the scenario's seed; ``policy`` overrides ``machine.svn_update_policy``
-    (one of :data:`RUN_POLICIES`); ``progress(now_ns, duration_ns)`` is called as simulated time
-    advances (at most every 1/1000 of the run and at its end); an exception it raises (e.g.
-    KeyboardInterrupt) stops the run at a safe point and propagates.
+    (one of :data:`RUN_POLICIES`); ``progress(RunProgress)`` is called as work gets done
+    (:mod:`.progress`: EPC pages sanitized during boot, then simulated time at most every 1/1000
+    of the run, then events past the end; complete only in the last call, at the end); it does
+    not change the run. An exception it raises (e.g. KeyboardInterrupt) stops the run at a safe
+    point and propagates.
     """
 
     def __init__(
@@ -155,7 +158,7 @@ class Runner(WorkloadsMixin, ResultsMixin):
         *,
         seed: int | None = None,
         policy: str | None = None,
-        progress: Callable[[int, int], None] | None = None,
+        progress: Callable[[RunProgress], None] | None = None,
         trace_max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         if not isinstance(scenario, Scenario):
@@ -181,6 +184,9 @@ class Runner(WorkloadsMixin, ResultsMixin):
         self.timeline = TimelineData()
         self._init_results()
         self._validate()
+        epc_pages = sum(sec.size for sec in scenario.machine.epc_sections) // PAGE_SIZE
+        if progress is not None:
+            progress(RunProgress("boot", 0, epc_pages, 0, scenario.duration))  # the bar shows at once
         self.machine = Machine(
             self._machine_config(), self.rng.child("machine"), clock=self.sched.cpu_clock()
         )
@@ -199,14 +205,12 @@ class Runner(WorkloadsMixin, ResultsMixin):
         self._irq_exit: set[int] = set()
         #: Service deadline of the ECALL each ECALL thread is in, by task id.
         self._deadline: dict[int, int] = {}
-        if progress is not None:
-            progress(0, max(scenario.duration, 1))  # the bar shows during boot
         self.generation = 0
         #: What the run had to change from the scenario as written (report.json ``warnings``).
         self.warnings: list[dict[str, Scalar]] = []
         self._old_logs: list[str] = []
         self._old_warnings = 0
-        self.kernel = self._boot()
+        self.kernel = self._boot(epc_pages)
         #: End of the first boot (every time in a run counts from power-on).
         self.t0_ns = self.clock.now_ns()
         self.world = AttestationWorld(
@@ -221,7 +225,9 @@ class Runner(WorkloadsMixin, ResultsMixin):
         self._init_workloads()
         self._end_ns = 0
         self._last_progress = -1
-        self._progress_step = max(scenario.duration // 1000, 1)
+        self._last_overrun = -1
+        self._events_due = 0
+        self._progress_step = max((max(scenario.duration, self.t0_ns) - self.t0_ns) // 1000, 1)
         self._cpusvn_last = self._cpusvn()
         self._ops_waitq = WaitQueue(self.sched, "operator")
         self._events_done = 0
@@ -269,10 +275,27 @@ class Runner(WorkloadsMixin, ResultsMixin):
             only_if_svn_rises=m.only_if_svn_rises or self.policy == WHAT_IF_POLICY,
         )
 
-    def _boot(self) -> Kernel:
+    def _boot(self, epc_pages: int = 0) -> Kernel:
+        """Boot a kernel on the machine; the first boot reports its sanitize pass as progress."""
         log = KernelLog(self.sched, prefix="sgx")
         t0 = self._now()
-        k = Kernel(self.machine, sched=self.sched, log=log, config=KernelConfig(), svn=self._svn_config())
+        report = self.progress
+        watch: Callable[[int, int], None] | None = None
+        if report is not None and epc_pages:
+            end = self.scenario.duration
+
+            def watch(done: int, total: int) -> None:
+                # Never complete while booting: the run is still ahead.
+                report(RunProgress("boot", min(done, epc_pages - 1), epc_pages, self._now(), end))
+
+        k = Kernel(
+            self.machine,
+            sched=self.sched,
+            log=log,
+            config=KernelConfig(),
+            svn=self._svn_config(),
+            boot_progress=watch,
+        )
         self.trace.slice(
             self.trace.cpu(0), "sgx_init", t0, self._now() - t0, "kernel", {"generation": self.generation}
         )
@@ -376,11 +399,19 @@ class Runner(WorkloadsMixin, ResultsMixin):
         if self.progress is None:
             return
         now = task.local_ns
-        if now - self._last_progress >= self._progress_step:
+        end = self._end_ns
+        if now < end:
+            if now - self._last_progress >= self._progress_step:
+                self._last_progress = now
+                self.progress(RunProgress("run", now - self.t0_ns, end - self.t0_ns, now, end))
+            return
+        # Past the end: the events written before it that still run (never complete here: the
+        # run ends after the last of them).
+        due, done = self._events_due, self._events_done
+        if done < due and (done != self._last_overrun or now - self._last_progress >= self._progress_step):
             self._last_progress = now
-            end = self._end_ns
-            # Never 100 % while working.
-            self.progress(min(now, end - 1), end)
+            self._last_overrun = done
+            self.progress(RunProgress("overrun", done, due, now, end))
 
     # ------------------------------------------------------------------ the run
 
@@ -402,7 +433,7 @@ class Runner(WorkloadsMixin, ResultsMixin):
         )
         self._spawn_workloads()
         self.sched.spawn(self._operator, name="operator", cpu=0, daemon=True)
-        due = sum(1 for ev in s.events if ev.at <= end)
+        due = self._events_due = sum(1 for ev in s.events if ev.at <= end)
         finished: list[int] = []
 
         def end_of_run() -> None:
@@ -420,7 +451,8 @@ class Runner(WorkloadsMixin, ResultsMixin):
         self.clock.advance_to(end)
         self._collect_updates()
         if self.progress is not None:
-            self.progress(end, end)
+            total = max(end - self.t0_ns, 1)
+            self.progress(RunProgress("run", total, total, max(self.clock.now_ns(), end), end))
         out = self._finish(end)
         if until_ns is None:
             self.close()
