@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,10 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from sgxsim.errors import InvalidArgument
-from sgxsim.sim.report import REPORT_FORMAT, EnclaveRow, Report, report_schema, write_outputs
-from sgxsim.sim.timeline import TimelineData, Verdict
+from sgxsim.kernel.policy import WHAT_IF_POLICY
+from sgxsim.sim.report import REPORT_FORMAT, EnclaveRow, Report, Scalar, report_schema, write_outputs
+from sgxsim.sim.runner import RUN_POLICIES, policy_label
+from sgxsim.sim.timeline import COMPARISON_METRICS, TimelineData, Verdict
 from sgxsim.sim.trace import TraceRecorder
 
 S = 1_000_000_000
@@ -218,7 +221,55 @@ def test_rich_rendering() -> None:
     assert "Summary" in out and "Metrics" in out and "Policy comparison" in out
     assert "late-microcode-2s" in out
     assert "1.200 s" in out
-    assert "linux-6.19-on-open" in out
+    assert "linux-6.19-" in out and "on-open" in out  # one policy column, its name wrapped at a dash
+
+
+def _worst_rows(spread: bool) -> list[dict[str, Scalar]]:
+    """A comparison row per policy the runner knows, with the widest values a metric gets."""
+    rows: list[dict[str, Scalar]] = []
+    for i, policy in enumerate(RUN_POLICIES):
+        row: dict[str, Scalar] = {"policy": policy_label(policy)}
+        for key, _, unit in COMPARISON_METRICS:
+            value: Scalar = {"ns": 412_345_678 + i, "bool": i % 2 == 0}.get(unit, 1_234_567 + i)
+            row[key] = value if i != 2 else None
+            if spread:
+                row[f"{key}_p5"], row[f"{key}_p95"] = value, value
+        row["verdicts_accepted"], row["verdicts_refused"] = 12_345, 41
+        if spread:
+            row["seeds"] = 20
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize("spread", [False, True])
+def test_comparison_table_reads_at_100_columns(spread: bool) -> None:
+    """sgxsim compare's table at 100 columns with every policy (compare --seeds too): no line
+    longer, nothing cut or folded, each policy's name whole (wrapped after dashes), the
+    what-if's note under the table, every metric's label."""
+    rows = _worst_rows(spread)
+    buf = io.StringIO()
+    console = Console(file=buf, width=100, color_system=None)
+    if spread:
+        from sgxsim.cli.run import _print_spread
+
+        _print_spread(console, rows)
+    else:
+        report = _report()
+        report.comparison = rows
+        report.render_rich(console)
+    out = buf.getvalue()
+    table = out[out.index("seeds: median" if spread else "Policy comparison") :]
+    assert max(len(line.rstrip()) for line in out.splitlines()) <= 100
+    assert "…" not in out and "..." not in table.replace(" .. ", "")
+    header = "\n".join(table.splitlines()[:6])
+    for policy in RUN_POLICIES:
+        for part in re.split(r"(?<=[-_])", policy):
+            assert part in header, (policy, part)
+    assert f"*{WHAT_IF_POLICY}: what-if, impossible in Linux" in out
+    words = set(table.split())
+    for _, label, _ in COMPARISON_METRICS:
+        assert set(label.split()) <= words, label
+    assert "n/a" in table and "412.346 ms" in table
 
 
 def test_rich_does_not_interpret_markup_in_data() -> None:

@@ -379,28 +379,12 @@ def _seed_rows(
 
 
 def _print_spread(console: Console, rows: list[dict[str, Scalar]]) -> None:
-    """One line per metric, one column per policy: median (p5 .. p95) over the seeds."""
-    from sgxsim.sim.timeline import format_ns
+    """One line per metric, one column per policy: median, then p5 .. p95 over the seeds."""
+    from sgxsim.sim.report import comparison_table, policy_notes
 
-    def fmt(key: str, v: Scalar) -> str:
-        if v is None:
-            return "n/a"
-        return format_ns(v) if key.endswith("_ns") and isinstance(v, int | float) else f"{v:g}"
-
-    t = Table(title=f"Over {rows[0]['seeds']} seeds: median (p5 .. p95)", title_justify="left")
-    t.add_column("metric")
-    for r in rows:
-        t.add_column(str(r["policy"]).split(" (")[0], justify="right")
-    for key in [k for k in rows[0] if k not in ("policy", "seeds") and not k.endswith(("_p5", "_p95"))]:
-        label = key.removesuffix("_ns").replace("_", " ")
-        t.add_row(
-            label,
-            *(
-                f"{fmt(key, r[key])} ({fmt(key, r[f'{key}_p5'])} .. {fmt(key, r[f'{key}_p95'])})"
-                for r in rows
-            ),
-        )
-    console.print(t)
+    console.print(comparison_table(rows, title=f"Over {rows[0]['seeds']} seeds: median (p5 .. p95)"))
+    for note in policy_notes(rows):
+        console.print(note, highlight=False, markup=False)
 
 
 @click.command()

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -42,6 +44,8 @@ __all__ = [
     "EnclaveRow",
     "Report",
     "Scalar",
+    "comparison_table",
+    "policy_notes",
     "report_schema",
     "write_outputs",
 ]
@@ -445,17 +449,9 @@ class Report:
             metrics.add_row(Text(_METRIC_LABELS.get(key, _label(key))), Text(_fmt(key, value)))
         console.print(metrics)
         if self.comparison:
-            keys = _comparison_keys(self.comparison)
-            table = Table(title="Policy comparison", show_header=True, header_style="bold")
-            table.add_column("Policy")
-            for key in keys:
-                table.add_column(_METRIC_LABELS.get(key, key), justify="right")
-            for row in self.comparison:
-                style = "bold" if row.get("policy") == self.policy else ""
-                table.add_row(
-                    Text(str(row["policy"])), *(Text(_fmt(k, row.get(k))) for k in keys), style=style
-                )
-            console.print(table)
+            console.print(comparison_table(self.comparison, current=self.policy))
+            for note in policy_notes(self.comparison):
+                console.print(Text(note))
 
 
 _LATENCY_PHASES = ("before", "during", "after")
@@ -481,6 +477,67 @@ def _recovery_cells(ev: Mapping[str, Any]) -> tuple[str, ...]:
         _fmt("grace_period_ns", x.get("grace_period_ns")),
         _fmt("", x.get("required_late_microcode_svn")),
     )
+
+
+#: A policy label's note (after the first `` (``) goes under the table, not into its header.
+_NOTE = " ("
+
+
+def comparison_table(
+    rows: Sequence[Mapping[str, Scalar]], *, title: str = "Policy comparison", current: str | None = None
+) -> Table:
+    """The policy comparison for a terminal: one line per metric, one column per policy, so it
+    reads at 100 columns with five policies. Policy names are wrapped after their dashes and
+    underscores (never cut); a label's note in parentheses is left to :func:`policy_notes`. With ``compare
+    --seeds`` rows (``<key>_p5`` / ``<key>_p95`` present) a cell is the median over p5 .. p95.
+    The column of ``current`` (the report's own run) is bold."""
+    table = Table(
+        title=title, title_justify="left", show_header=True, header_style="bold", box=box.SIMPLE_HEAD
+    )
+    keys = [k for k in _comparison_keys(rows) if k != "seeds" and not k.endswith(("_p5", "_p95"))]
+    labels = [_METRIC_LABELS.get(k, _label(k)) for k in keys]
+    longest_word = max((len(w) for label in labels for w in label.split()), default=6)
+    table.add_column("Metric", overflow="fold", min_width=longest_word, max_width=max(26, longest_word))
+    for row in rows:
+        name = str(row["policy"]).split(_NOTE, 1)[0]
+        header = _wrap_name(name) + ("*" if _NOTE in str(row["policy"]) else "")
+        table.add_column(
+            header,
+            justify="right",
+            min_width=max(len(line) for line in header.splitlines()),
+            style="bold" if row.get("policy") == current else None,
+            overflow="fold",
+        )
+    for key, label in zip(keys, labels, strict=True):
+        cells = []
+        for row in rows:
+            cell = _fmt(key, row.get(key))
+            if f"{key}_p5" in row or f"{key}_p95" in row:
+                cell += f"\n{_fmt(key, row.get(f'{key}_p5'))} ..\n{_fmt(key, row.get(f'{key}_p95'))}"
+            cells.append(Text(cell))
+        table.add_row(Text(label[:1].upper() + label[1:]), *cells)
+    return table
+
+
+def policy_notes(rows: Sequence[Mapping[str, Scalar]]) -> list[str]:
+    """``*name: note`` for each policy label with a note (the what-if's)."""
+    out = []
+    for row in rows:
+        name, sep, note = str(row["policy"]).partition(_NOTE)
+        if sep:
+            out.append(f"*{name}: {note.removesuffix(')')}")
+    return out
+
+
+def _wrap_name(name: str, width: int = 11) -> str:
+    """``name`` on lines of at most ``width`` characters where it has dashes or underscores
+    (``linux-6.19-`` / ``on-open``); a part without either stays whole."""
+    lines = [""]
+    for part in re.split(r"(?<=[-_])", name):
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append("")
+        lines[-1] += part
+    return "\n".join(lines)
 
 
 def _comparison_row(row: Mapping[str, Scalar]) -> dict[str, Scalar]:

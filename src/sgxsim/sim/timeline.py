@@ -69,7 +69,11 @@ COMPARISON_METRICS: tuple[tuple[str, str, str], ...] = (
     ("verdicts_refused", "Verdicts refused", "count"),
     ("locked_window_ns", "EPC locked", "ns"),
     ("ioctls_refused_in_window", "Refused in window", "count"),
+    ("faults_sigbus_in_window", "SIGBUS in window", "count"),
+    ("ipis_sent", "IPIs sent in window", "count"),
     ("aex_by_ipi", "AEXs by IPI", "count"),
+    ("release_waits", "Release waits in window", "count"),
+    ("vcpu_halted_ns", "vCPUs halted in window", "ns"),
 )
 
 _CPUSVN_HEX = re.compile(r"^[0-9a-fA-F]{32}$")
@@ -601,7 +605,9 @@ _PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("EPC pages zapped", ("epc_pages_zapped",)),
     ("SVN update duration", ("update_duration_ns",)),
     ("EPC-locked window", ("locked_window_ns",)),
-    ("In the window: refused ioctls / AEXs by IPI", ("ioctls_refused_in_window", "aex_by_ipi")),
+    ("In the window: refused ioctls / SIGBUS", ("ioctls_refused_in_window", "faults_sigbus_in_window")),
+    ("In the window: IPIs / AEXs / release waits", ("ipis_sent", "aex_by_ipi", "release_waits")),
+    ("vCPUs halted in the window", ("vcpu_halted_ns",)),
 )
 _UNITS = {key: unit for key, _, unit in COMPARISON_METRICS}
 
