@@ -610,6 +610,8 @@ _PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("vCPUs halted in the window", ("vcpu_halted_ns",)),
 )
 _UNITS = {key: unit for key, _, unit in COMPARISON_METRICS}
+#: The fill of each stacked series in a comparison panel (the legend names them).
+_HATCHES = (None, "//", "..")
 
 
 def _metric(row: Mapping[str, object], key: str) -> float | None:
@@ -653,7 +655,7 @@ def plot_comparison(rows: Sequence[Mapping[str, object]], path: str | Path, titl
         legend: list[Any] = []
         for j, (key, vals) in enumerate(zip(keys, series, strict=True)):
             heights = np.array([0.0 if v is None else v / scale for v in vals])
-            hatch = None if j == 0 else "//"
+            hatch = _HATCHES[j % len(_HATCHES)]
             ax.bar(xs, heights, bottom=bottom, color=colors, edgecolor="black", linewidth=0.5, hatch=hatch)
             spread = [(_metric(r, f"{key}_p5"), _metric(r, f"{key}_p95")) for r in rows]
             if len(keys) == 1 and any(hi is not None for _, hi in spread):  # compare --seeds: p5 .. p95
@@ -683,9 +685,12 @@ def plot_comparison(rows: Sequence[Mapping[str, object]], path: str | Path, titl
             ax.text(xs[i], bottom[i] + top * 0.02, text, ha="center", va="bottom", fontsize=8)
         ax.set_title(label if not unit else f"{label} ({unit})", fontsize=10)
         ax.set_xticks(xs, [_wrap(p) for p in policies], fontsize=7)
-        ax.set_ylim(0, max(top * 1.18, 1.0))
+        # Room above the bars for the values and, with stacked series, the legend.
+        ax.set_ylim(0, max(top * (1.18 if len(keys) == 1 else 1.2 + 0.13 * len(keys)), 1.0))
+        if not is_time and _UNITS[keys[0]] != "bool":
+            ax.yaxis.set_major_formatter(EngFormatter(sep=""))  # 1.2M, not a 1e6 offset
         if len(keys) > 1:
-            ax.legend(handles=legend, fontsize=7, frameon=False)
+            ax.legend(handles=legend, fontsize=7, frameon=False, loc="upper center")
     for ax in list(axes.flat)[len(_PANELS) :]:
         ax.set_axis_off()
     fig.suptitle(title or "Policy comparison")
