@@ -515,7 +515,7 @@ def comparison_table(
             if f"{key}_p5" in row or f"{key}_p95" in row:
                 cell += f"\n{_fmt(key, row.get(f'{key}_p5'))} ..\n{_fmt(key, row.get(f'{key}_p95'))}"
             cells.append(Text(cell))
-        table.add_row(Text(label[:1].upper() + label[1:]), *cells)
+        table.add_row(Text(label if key in _METRIC_LABELS else label[:1].upper() + label[1:]), *cells)
     return table
 
 
