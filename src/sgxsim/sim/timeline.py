@@ -25,7 +25,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import EngFormatter
+from matplotlib.ticker import EngFormatter, MaxNLocator
 
 from sgxsim.errors import InvalidArgument
 
@@ -688,6 +688,7 @@ def plot_comparison(rows: Sequence[Mapping[str, object]], path: str | Path, titl
         # Room above the bars for the values and, with stacked series, the legend.
         ax.set_ylim(0, max(top * (1.18 if len(keys) == 1 else 1.2 + 0.13 * len(keys)), 1.0))
         if not is_time and _UNITS[keys[0]] != "bool":
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 0.5 ticks
             ax.yaxis.set_major_formatter(EngFormatter(sep=""))  # 1.2M, not a 1e6 offset
         if len(keys) > 1:
             ax.legend(handles=legend, fontsize=7, frameon=False, loc="upper center")
