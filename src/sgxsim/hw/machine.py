@@ -261,6 +261,11 @@ class Dram:
         self._next = 0x10_0000  # leave the first MiB alone, as firmware does
         self._free: list[int] = []
 
+    @property
+    def total_pages(self) -> int:
+        """Pages of RAM the OS may use (``totalram_pages``): below the limit, past the first MiB."""
+        return (self.limit - 0x10_0000) >> PAGE_SHIFT
+
     def alloc_page(self) -> int:
         """A free page-aligned physical address (kmalloc/alloc_page of the model)."""
         if self._free:

@@ -663,8 +663,9 @@ def do_mmap(
     EOVERFLOW; __get_unmapped_area (len > TASK_SIZE -> ENOMEM, the file's hook, range and
     alignment checks, mmap_min_addr -> EPERM); MAP_FIXED_NOREPLACE over a mapping -> EEXIST;
     file_mmap_ok -> EOVERFLOW; the MAP_TYPE switch (file mode EACCES, noexec EPERM, no ->mmap
-    ENODEV, bad type EINVAL); then mmap_region (the driver's ->mmap, MAP_FIXED replaces).
-    Outcomes: the address, or -errno.
+    ENODEV, bad type EINVAL); then mmap_region (accountable anonymous memory beyond RAM ->
+    ENOMEM, mm/util.c __vm_enough_memory() under OVERCOMMIT_GUESS; the driver's ->mmap,
+    MAP_FIXED replaces). Outcomes: the address, or -errno.
     """
     if length == 0:
         return -U.EINVAL
@@ -730,6 +731,11 @@ def do_mmap(
         pgoff = area >> PAGE_SHIFT
     else:
         return -U.EINVAL
+    # Committed memory (a writable private or a shared anonymous mapping): the default
+    # heuristic overcommit refuses one larger than all RAM and swap (there is no swap here).
+    committed = file is None and not flags & U.MAP_NORESERVE and (vm_flags & VM_SHARED or prot & U.PROT_WRITE)
+    if committed and _page_align(length) >> PAGE_SHIFT > k.machine.dram.total_pages:
+        return -U.ENOMEM
     return _mmap_region(k, mm, file, area, length, vm_flags, pgoff, bool(flags & U.MAP_POPULATE))
 
 
