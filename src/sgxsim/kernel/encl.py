@@ -276,7 +276,7 @@ class EnclPages:
             if c is None:
                 continue
             i = pfns[a:b] & _CMASK
-            out[a:b] = np.where(c._present[i], c._prot[i], -1)
+            out[a:b] = np.where(c._present[i], c._prot[i].astype(np.int16), np.int16(-1))
         return out
 
     def any_present(self, pfn: int, n: int) -> bool:
