@@ -363,7 +363,11 @@ class Machine:
         #: (hw.enclu): the scheduler's preemption point inside enclave execution.
         self.on_enclave_step: Callable[[LogicalProcessor], None] | None = None
         #: Compiled enclave programs by SHA-256 of their source (hw.enclu); None = not a program.
-        self.enclave_code_cache: dict[bytes, CodeType | None] = {}
+        self.enclave_code_cache: dict[bytes, tuple[CodeType, ...] | None] = {}
+        #: [MODEL] Debug information: source file text -> file name, for enclave code that holds a
+        #: whole file (hw.enclu names that part after it: tracebacks, coverage). Never changes
+        #: what a program does. Registered by loaders (``sgxsim.sdk.enclaves``).
+        self.enclave_source_files: dict[str, str] = {}
         #: [MODEL] EWB'd SECS hidden state, keyed by the EWB version that sealed it.
         self.evicted_secs: dict[int, object] = {}
         self._power_on()
