@@ -9,7 +9,14 @@ import jsonschema
 import pytest
 
 from sgxsim.errors import ScenarioError
-from sgxsim.sim.scenario import json_schema, parse_duration, parse_scenario, parse_size
+from sgxsim.sim.scenario import (
+    TableReader,
+    json_schema,
+    line_index,
+    parse_duration,
+    parse_scenario,
+    parse_size,
+)
 
 GOOD = """\
 [scenario]
@@ -182,3 +189,22 @@ def test_parse_duration_caps_at_seven_days_and_names_a_missing_unit() -> None:
 def test_parse_size_rejects(bad: object) -> None:
     with pytest.raises(ScenarioError):
         parse_size(bad)
+
+
+def test_line_index_resolves_tables_inside_arrays_and_the_reader_names_them() -> None:
+    text = (
+        "[[class]]\nname = 'a'\n\n[[class]]\nname = 'b'\n[class.machine]\n"
+        "sockets = 0\n[[class.workload]]\nheap = 1\n"
+    )
+    lines = line_index(text)
+    assert lines["class[1].name"] == 5 and lines["class[1].machine"] == 6
+    assert lines["class[1].machine.sockets"] == 7 and lines["class[1].workload[0].heap"] == 9
+    root = TableReader(tomllib.loads(text), "", lines)
+    machine = root.array("class")[1].sub("machine")
+    assert machine is not None
+    with pytest.raises(ScenarioError) as info:
+        machine.get("sockets", machine.int_(1, 8), 2)
+    assert info.value.key == "class[1].machine.sockets" and info.value.line == 7
+    with pytest.raises(ScenarioError) as info:
+        root.array("class")[0].done()  # "name" was never read
+    assert info.value.key == "class[0].name" and info.value.line == 2

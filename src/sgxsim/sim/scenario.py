@@ -30,12 +30,14 @@ __all__ = [
     "PatchSpec",
     "RelyingPartySpec",
     "Scenario",
+    "TableReader",
     "TcbSpec",
     "VmSpec",
     "WorkloadSpec",
     "decode_utf8",
     "json_schema",
     "late_event_warning",
+    "line_index",
     "load_scenario",
     "overrun_warning",
     "parse_duration",
@@ -181,8 +183,13 @@ def format_limit(ns: int) -> str:
 # Line numbers
 
 
-def _line_index(text: str) -> dict[str, int]:
-    """Map key paths (``machine.sockets``, ``workload[1].heap``) to the line that sets them."""
+def line_index(text: str) -> dict[str, int]:
+    """Map key paths (``machine.sockets``, ``workload[1].heap``) to the line that sets them.
+
+    Table headers (``[class.machine]``) and array-of-table headers (``[[class.workload]]``) are
+    resolved through the current element of every enclosing array (``class[1].machine``). The
+    first line wins. Used with :class:`TableReader` by scenario files and fleet files.
+    """
     index: dict[str, int] = {}
     counters: dict[str, int] = {}
     prefix = ""
@@ -193,22 +200,18 @@ def _line_index(text: str) -> dict[str, int]:
             continue
         h = header.match(line)
         if h:
-            name = h.group(2).replace('"', "")
+            parts = h.group(2).replace('"', "").split(".")
+            resolved = ""
+            for part in parts[:-1]:
+                resolved = f"{resolved}.{part}" if resolved else part
+                if resolved in counters:
+                    resolved = f"{resolved}[{counters[resolved]}]"
+            base = f"{resolved}.{parts[-1]}" if resolved else parts[-1]
             if h.group(1) == "[[":
-                parts = name.split(".")
-                parent = ".".join(parts[:-1])
-                # Resolve the parent through its current array index, if any.
-                resolved_parent = ""
-                for part in parent.split(".") if parent else []:
-                    candidate = f"{resolved_parent}.{part}" if resolved_parent else part
-                    if candidate in counters:
-                        candidate = f"{candidate}[{counters[candidate]}]"
-                    resolved_parent = candidate
-                base = f"{resolved_parent}.{parts[-1]}" if resolved_parent else parts[-1]
                 counters[base] = counters.get(base, -1) + 1
                 prefix = f"{base}[{counters[base]}]"
             else:
-                prefix = name
+                prefix = base
             index.setdefault(prefix, lineno)
             continue
         k = keyline.match(line)
@@ -352,8 +355,15 @@ class Scenario:
 T = TypeVar("T")
 
 
-class _Reader:
-    """Reads one TOML table with key-path-aware errors, and rejects unknown keys."""
+class TableReader:
+    """Reads one TOML table with key-path-aware errors, and rejects unknown keys.
+
+    ``TableReader(data, "", line_index(text))`` reads a whole document; :meth:`sub` and
+    :meth:`array` give readers of nested tables. ``get``/``require`` take a converter
+    (``int_``, ``str_``, ``duration``, ...) whose failures raise
+    :class:`~sgxsim.errors.ScenarioError` naming the key path (``class[1].machine.sockets``)
+    and its line; :meth:`done` rejects the keys nobody read. Shared by scenario and fleet files.
+    """
 
     def __init__(self, table: object, path: str, lines: Mapping[str, int]) -> None:
         self.path = path
@@ -399,20 +409,20 @@ class _Reader:
             self.fail("required key is missing", self.key(name))
         return conv(self.table[name], self.key(name))
 
-    def sub(self, name: str) -> _Reader | None:
+    def sub(self, name: str) -> TableReader | None:
         self.used.add(name)
         if name not in self.table:
             return None
-        return _Reader(self.table[name], self.key(name), self.lines)
+        return TableReader(self.table[name], self.key(name), self.lines)
 
-    def array(self, name: str) -> list[_Reader]:
+    def array(self, name: str) -> list[TableReader]:
         self.used.add(name)
         if name not in self.table:
             return []
         items = self.table[name]
         if not isinstance(items, list):
             self.fail("expected an array of tables ([[...]])", self.key(name))
-        return [_Reader(item, f"{self.key(name)}[{i}]", self.lines) for i, item in enumerate(items)]
+        return [TableReader(item, f"{self.key(name)}[{i}]", self.lines) for i, item in enumerate(items)]
 
     def done(self) -> None:
         for extra in sorted(set(self.table) - self.used):
@@ -500,7 +510,7 @@ class _Reader:
         return conv
 
 
-def _patch(r: _Reader, default_name: str | None = None) -> PatchSpec:
+def _patch(r: TableReader, default_name: str | None = None) -> PatchSpec:
     name = r.get("name", r.str_(), default_name or "")
     if not name:
         r.fail("required key is missing", r.key("name"))
@@ -514,7 +524,7 @@ def _patch(r: _Reader, default_name: str | None = None) -> PatchSpec:
     return spec
 
 
-def _machine(r: _Reader | None) -> MachineSpec:
+def _machine(r: TableReader | None) -> MachineSpec:
     if r is None:
         return MachineSpec(epc_sections=(EpcSectionSpec(64 << 20, 0), EpcSectionSpec(64 << 20, 1)))
     sockets = r.get("sockets", r.int_(1, 8), 2)
@@ -578,7 +588,7 @@ def _machine(r: _Reader | None) -> MachineSpec:
     return spec
 
 
-def _cpu_list(r: _Reader, ncpu: int) -> Callable[[object, str], tuple[int, ...]]:
+def _cpu_list(r: TableReader, ncpu: int) -> Callable[[object, str], tuple[int, ...]]:
     def conv(v: object, key: str) -> tuple[int, ...]:
         if not isinstance(v, list):
             r.fail(f"expected an array of CPU numbers, got {v!r}", key)
@@ -594,7 +604,7 @@ def _cpu_list(r: _Reader, ncpu: int) -> Callable[[object, str], tuple[int, ...]]
     return conv
 
 
-def _workload(r: _Reader, ncpu: int = 1 << 30) -> WorkloadSpec:
+def _workload(r: TableReader, ncpu: int = 1 << 30) -> WorkloadSpec:
     w = WorkloadSpec(
         name=r.require("name", r.str_()),
         count=r.get("count", r.int_(1, 100_000), 1),
@@ -625,7 +635,7 @@ def _workload(r: _Reader, ncpu: int = 1 << 30) -> WorkloadSpec:
     return w
 
 
-def _vm(r: _Reader) -> VmSpec:
+def _vm(r: TableReader) -> VmSpec:
     v = VmSpec(
         name=r.require("name", r.str_()),
         epc=r.require("epc", r.size(lo=8192, page_aligned=True)),
@@ -638,7 +648,7 @@ def _vm(r: _Reader) -> VmSpec:
     return v
 
 
-def _event(r: _Reader, patches: set[str]) -> EventSpec:
+def _event(r: TableReader, patches: set[str]) -> EventSpec:
     kind = r.require("kind", r.str_(EVENT_KINDS))
     e = EventSpec(
         at=r.require("at", r.duration()),
@@ -664,7 +674,7 @@ def _event(r: _Reader, patches: set[str]) -> EventSpec:
 
 
 def _check_within(
-    root: _Reader,
+    root: TableReader,
     duration: int,
     workloads: tuple[WorkloadSpec, ...],
     vms: tuple[VmSpec, ...],
@@ -743,8 +753,8 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
         raise ScenarioError(f"not valid TOML: {err}", line=int(m.group(1)) if m else None) from err
     except (ValueError, RecursionError) as err:  # e.g. an integer of more than 4300 digits
         raise ScenarioError(f"not valid TOML: {_short(str(err))}") from err
-    lines = _line_index(text)
-    root = _Reader(data, "", lines)
+    lines = line_index(text)
+    root = TableReader(data, "", lines)
     head = root.sub("scenario")
     if head is None:
         root.fail("required table is missing", "scenario")

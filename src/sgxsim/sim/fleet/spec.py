@@ -28,13 +28,14 @@ from sgxsim.sim.scenario import (
     PatchSpec,
     RelyingPartySpec,
     Scenario,
+    TableReader,
     TcbSpec,
     _machine,
     _patch,
-    _Reader,
     _vm,
     _workload,
     json_schema,
+    line_index,
     load_scenario,
 )
 
@@ -155,75 +156,24 @@ class FleetSpec:
 
 
 # ---------------------------------------------------------------------------------------
-# Line numbers
-
-
-def _line_index(text: str) -> dict[str, int]:
-    """Key paths (``class[1].machine.sockets``, ``rollout.wave[0].day``) -> the line setting them.
-
-    Table headers (``[class.machine]``) and array-of-table headers (``[[class.workload]]``) are
-    both resolved through the current element of every enclosing array.
-    """
-    index: dict[str, int] = {}
-    counters: dict[str, int] = {}
-    prefix = ""
-    header = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"]+)\s*\]\]?")
-    keyline = re.compile(r"^\s*([A-Za-z0-9_\-\"]+(?:\s*\.\s*[A-Za-z0-9_\-\"]+)*)\s*=")
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if line.lstrip().startswith("#"):
-            continue
-        h = header.match(line)
-        if h:
-            parts = h.group(2).replace('"', "").split(".")
-            resolved = ""
-            for part in parts[:-1]:
-                resolved = f"{resolved}.{part}" if resolved else part
-                if resolved in counters:
-                    resolved = f"{resolved}[{counters[resolved]}]"
-            base = f"{resolved}.{parts[-1]}" if resolved else parts[-1]
-            if h.group(1) == "[[":
-                counters[base] = counters.get(base, -1) + 1
-                prefix = f"{base}[{counters[base]}]"
-            else:
-                prefix = base
-            index.setdefault(prefix, lineno)
-            continue
-        k = keyline.match(line)
-        if k:
-            key = re.sub(r"\s*\.\s*", ".", k.group(1)).replace('"', "")
-            index.setdefault(f"{prefix}.{key}" if prefix else key, lineno)
-    return index
-
-
-# ---------------------------------------------------------------------------------------
 # Parsing
 
 
-def _percent(r: _Reader) -> Any:
+def _percent(r: TableReader, *, zero_ok: bool = False) -> Any:
+    """A percentage in (0, 100] (a wave's share), or [0, 100] with ``zero_ok`` (a gate's limit)."""
+
     def conv(v: object, key: str) -> float:
         if isinstance(v, bool) or not isinstance(v, int | float):
             r.fail(f"expected a number, got {v!r}", key)
         assert isinstance(v, int | float)
-        if not 0 < v <= 100:
-            r.fail(f"must be in (0, 100], got {v}", key)
+        if not (v >= 0 if zero_ok else v > 0) or v > 100:
+            r.fail(f"must be in {'[' if zero_ok else '('}0, 100], got {v}", key)
         return float(v)
 
     return conv
 
 
-def _limit_percent(r: _Reader) -> Any:
-    def conv(v: object, key: str) -> float:
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            r.fail(f"expected a number, got {v!r}", key)
-        assert isinstance(v, int | float)
-        if not 0 <= v <= 100:
-            r.fail(f"must be in [0, 100], got {v}", key)
-        return float(v)
-
-    return conv
-
-
-def _days(r: _Reader) -> Any:
+def _days(r: TableReader) -> Any:
     """Whole days from an int or a duration string ("14d")."""
 
     def conv(v: object, key: str) -> int:
@@ -238,7 +188,7 @@ def _days(r: _Reader) -> Any:
     return conv
 
 
-def _class(r: _Reader, index: int, base_dir: Path) -> HostClass:
+def _class(r: TableReader, index: int, base_dir: Path) -> HostClass:
     name = r.require("name", r.str_())
     count = r.require("count", r.int_(1, 10_000_000))
     scenario_file = r.get("scenario", r.str_(), None)
@@ -293,7 +243,9 @@ def _class(r: _Reader, index: int, base_dir: Path) -> HostClass:
     )
 
 
-def _waves(r: _Reader, classes: Mapping[str, HostClass], start_day: int, soak: int) -> tuple[WaveSpec, ...]:
+def _waves(
+    r: TableReader, classes: Mapping[str, HostClass], start_day: int, soak: int
+) -> tuple[WaveSpec, ...]:
     waves: list[WaveSpec] = []
     totals: dict[str, float] = dict.fromkeys(classes, 0.0)
     day = start_day
@@ -324,7 +276,7 @@ def _waves(r: _Reader, classes: Mapping[str, HostClass], start_day: int, soak: i
     return tuple(waves)
 
 
-def _class_names(r: _Reader, classes: Mapping[str, HostClass]) -> Any:
+def _class_names(r: TableReader, classes: Mapping[str, HostClass]) -> Any:
     def conv(v: object, key: str) -> tuple[str, ...]:
         if not isinstance(v, list) or not v:
             r.fail(f"expected a non-empty array of class names, got {v!r}", key)
@@ -340,14 +292,14 @@ def _class_names(r: _Reader, classes: Mapping[str, HostClass]) -> Any:
     return conv
 
 
-def _gates(r: _Reader | None) -> GateSpec:
+def _gates(r: TableReader | None) -> GateSpec:
     if r is None:
         return GateSpec()
     g = GateSpec(
-        max_failed_updates_percent=r.get("max_failed_updates_percent", _limit_percent(r), None),
+        max_failed_updates_percent=r.get("max_failed_updates_percent", _percent(r, zero_ok=True), None),
         max_kernel_warns=r.get("max_kernel_warns", r.int_(0), None),
         max_unavailability_p99_ns=r.get("max_unavailability_p99", r.duration(), None),
-        max_refused_percent=r.get("max_refused_percent", _limit_percent(r), None),
+        max_refused_percent=r.get("max_refused_percent", _percent(r, zero_ok=True), None),
     )
     r.done()
     return g
@@ -360,7 +312,7 @@ def parse_fleet(text: str, source: str = "<string>", base_dir: Path | None = Non
     except tomllib.TOMLDecodeError as err:
         m = re.search(r"line (\d+)", str(err))
         raise ScenarioError(f"not valid TOML: {err}", line=int(m.group(1)) if m else None) from err
-    root = _Reader(data, "", _line_index(text))
+    root = TableReader(data, "", line_index(text))
     head = root.sub("fleet")
     if head is None:
         root.fail("required table is missing", "fleet")
@@ -414,7 +366,7 @@ def parse_fleet(text: str, source: str = "<string>", base_dir: Path | None = Non
     )
 
 
-def _intel(r: _Reader | None, root: _Reader) -> IntelSpec:
+def _intel(r: TableReader | None, root: TableReader) -> IntelSpec:
     if r is None:
         root.fail("required table is missing", "intel")
     assert r is not None
@@ -442,7 +394,7 @@ def _intel(r: _Reader | None, root: _Reader) -> IntelSpec:
     return spec
 
 
-def _relying_party(r: _Reader | None) -> RelyingPartyPolicy:
+def _relying_party(r: TableReader | None) -> RelyingPartyPolicy:
     if r is None:
         return RelyingPartyPolicy()
     p = RelyingPartyPolicy(
