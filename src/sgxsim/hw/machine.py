@@ -246,6 +246,10 @@ class MachineConfig:
 # DRAM
 
 
+#: DRAM below this address is left to firmware.
+_DRAM_FIRST = 0x10_0000
+
+
 class Dram:
     """Ordinary (non-EPC) physical memory: sparse pages, zero where never written.
 
@@ -256,8 +260,13 @@ class Dram:
     def __init__(self, limit: int = DRAM_LIMIT) -> None:
         self.limit = limit
         self._pages: dict[int, bytearray] = {}
-        self._next = 0x10_0000  # leave the first MiB alone, as firmware does
+        self._next = _DRAM_FIRST  # leave the first MiB alone, as firmware does
         self._free: list[int] = []
+
+    @property
+    def total_pages(self) -> int:
+        """Pages the allocator can ever hand out (Linux's ``totalram_pages()``)."""
+        return (self.limit - _DRAM_FIRST) >> PAGE_SHIFT
 
     def alloc_page(self) -> int:
         """A free page-aligned physical address (kmalloc/alloc_page of the model)."""
