@@ -8,6 +8,7 @@ import json
 import math
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -16,9 +17,24 @@ from click.testing import CliRunner
 from sgxsim.cli import main
 from sgxsim.errors import ScenarioError
 from sgxsim.sim.engine import LocalEngine
-from sgxsim.sim.fleet.model import Z95, day_status, host_seed, sample_hosts, strata, wilson
-from sgxsim.sim.fleet.output import FLEET_FILES, write_fleet
-from sgxsim.sim.fleet.run import FleetResult, run_fleet
+from sgxsim.sim.fleet.model import (
+    Z95,
+    day_status,
+    host_seed,
+    sample_hosts,
+    strata,
+    weighted_quantile,
+    wilson,
+)
+from sgxsim.sim.fleet.output import FLEET_FILES, fleet_markdown, write_fleet
+from sgxsim.sim.fleet.run import (
+    COUNTED_EVENTS,
+    WINDOW_KEYS,
+    FleetResult,
+    HostOutcome,
+    _wave_stats,
+    run_fleet,
+)
 from sgxsim.sim.fleet.spec import (
     IntelSpec,
     RelyingPartyPolicy,
@@ -260,6 +276,17 @@ def test_write_is_atomic_and_replay_two_hosts(sampled: FleetResult, tmp_path: Pa
         )
         assert r.exit_code == 0, r.output
         assert hashlib.sha256((d / "report.json").read_bytes()).hexdigest() == h["report_sha256"]
+        # The fleet's per-host figures are the host report's metrics, enclaves and events.
+        report = json.loads((d / "report.json").read_text())
+        assert h["window"] == {k: report["metrics"][k] for k in WINDOW_KEYS}
+        rows = [e for e in report["enclaves"] if e["ecall_latency_ns"]]
+        assert h["enclave_unavailable_ns"] == [e["unavailable_ns"] for e in rows]
+        assert h["unavailable_ns"] == sum(e["unavailable_ns"] for e in rows)
+        assert h["events"] == {k: sum(1 for e in report["events"] if e["kind"] == k) for k in COUNTED_EVENTS}
+        assert h["enclave_downtime_ns"] == report["metrics"]["enclave_downtime_ns"]
+        for phase, p99 in h["ecall_p99_ns"].items():
+            vals = [e["ecall_latency_ns"][phase]["p99"] for e in rows]
+            assert p99 == max((v for v in vals if v is not None), default=None)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
@@ -275,3 +302,58 @@ def test_interrupted_write_leaves_nothing(
     with pytest.raises(KeyboardInterrupt):
         write_fleet(tmp_path / "x", [sampled])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fleet_figures_aggregate_the_host_reports(sampled: FleetResult) -> None:
+    data = json.loads(fleet_json(sampled))
+    hosts = data["hosts"]
+    w = [h["weight"] for h in hosts]
+    un = data["unavailability"]["overall"]
+    host_un = [float(h["unavailable_ns"]) for h in hosts]
+    assert un["sum_ns"] == round(sum(v * x for v, x in zip(host_un, w, strict=True)))
+    assert un["p99_ns"] == weighted_quantile(host_un, w, 0.99)
+    assert un["enclave_max_ns"] == max(v for h in hosts for v in h["enclave_unavailable_ns"])
+    win = data["update_window"]["overall"]
+    for key in ("locked_window_ns", "ioctls_refused_in_window"):
+        assert win[key]["sum"] == round(sum(h["window"][key] * h["weight"] for h in hosts))
+        assert win[key]["max"] == max(h["window"][key] for h in hosts)
+    lost = sum(h["events"]["enclave_lost"] * h["weight"] for h in hosts)
+    assert data["events"]["overall"]["enclave_lost"] == round(lost)
+    for wave in data["rollout"]["waves"]:
+        per = next(u for u in data["unavailability"]["per_wave"] if u["wave"] == wave["wave"])
+        assert wave["unavailability_p99_ns"] == per["p99_ns"]
+    # The teardown zaps its hosts' enclaves: lost, unavailable, a locked window; on-open hosts keep
+    # running theirs (no EUPDATESVN with enclaves in the EPC): nothing lost, never unavailable.
+    by_class: dict[str, list[dict[str, Any]]] = {}
+    for h in hosts:
+        by_class.setdefault(h["class"], []).append(h)
+    for h in by_class["teardown"]:
+        assert h["events"]["enclave_lost"] >= 1 and h["window"]["locked_window_ns"] > 0
+        # From the last ECALL before the loss to the first after the restart: contains the downtime.
+        assert h["unavailable_ns"] >= h["enclave_downtime_ns"] > 0 and h["time_to_new_cpusvn_ns"] > 0
+        assert h["ecall_p99_ns"]["after"] >= 20_000_000  # its ECALL thread's 20 ms calls
+    for h in by_class["on-open"]:
+        assert h["events"]["enclave_lost"] == 0 and h["unavailable_ns"] == 0
+        assert h["time_to_new_cpusvn_ns"] is None
+    for h in by_class["drained"]:  # drained before the load: EUPDATESVN runs at the restart's open
+        assert h["events"]["drain"] == 1 and h["time_to_new_cpusvn_ns"] > 0
+    md = fleet_markdown(data)
+    assert "## Enclave unavailability" in md and "## The update window" in md
+
+
+def _outcome(index: int, unavailable: tuple[int, ...], downtime: int) -> HostOutcome:
+    return HostOutcome(
+        index, 1, "", True, 1, None, 0, downtime, 0, 0, False, "", enclave_unavailable_ns=unavailable
+    )
+
+
+def test_unavailability_gate_uses_the_enclaves_unavailable_time() -> None:
+    text = SMALL_TEXT.replace("max_kernel_warns = 0", 'max_unavailability_p99 = "1s"')
+    spec = parse_fleet(text, base_dir=SMALL_FLEET.parent)
+    weights = {0: 1.0, 1: 1.0}
+    # Short downtime (lost to running again) but long unavailability (ECALL gap): the gate trips.
+    st = _wave_stats(spec, 0, [_outcome(0, (600_000_000, 600_000_000), 1000), _outcome(1, (), 0)], weights)
+    assert st.unavailability_p99_ns == 1_200_000_000 and st.enclave_unavailability_p99_ns == 600_000_000
+    assert st.breached and "max_unavailability_p99" in st.breached[0]
+    st = _wave_stats(spec, 0, [_outcome(0, (900_000_000,), 5_000_000_000), _outcome(1, (), 0)], weights)
+    assert not st.breached

@@ -27,6 +27,7 @@ __all__ = [
     "BUCKETS",
     "Stratum",
     "day_status",
+    "distribution",
     "host_seed",
     "sample_hosts",
     "strata",
@@ -134,3 +135,18 @@ def weighted_quantile(values: Sequence[float], weights: Sequence[float], q: floa
         if acc >= q * total - 1e-9:
             return v
     return pairs[-1][0]
+
+
+def distribution(values: Sequence[float], weights: Sequence[float]) -> dict[str, int | None]:
+    """``sum`` (each value times its weight: the extrapolated fleet total), weighted ``p50`` and
+    ``p99``, and ``max`` (over the values), as integers; None where there are no values."""
+    if not values:
+        return {"sum": None, "p50": None, "p99": None, "max": None}
+    p50 = weighted_quantile(values, weights, 0.5)
+    p99 = weighted_quantile(values, weights, 0.99)
+    return {
+        "sum": round(sum(v * w for v, w in zip(values, weights, strict=True))),
+        "p50": None if p50 is None else int(p50),
+        "p99": None if p99 is None else int(p99),
+        "max": int(max(values)),
+    }

@@ -33,8 +33,11 @@ _BUCKET_COLORS = {
 }
 
 
-def _fmt_s(ns: int | None) -> str:
-    return "n/a" if ns is None else f"{ns / 1e9:.3f} s"
+def _fmt_ms(ns: int | None) -> str:
+    """A duration for fleet.md: seconds from 1 s, milliseconds below."""
+    if ns is None:
+        return "n/a"
+    return f"{ns / 1e9:.3f} s" if ns >= 1_000_000_000 else f"{ns / 1e6:.3f} ms"
 
 
 def fleet_dict(res: FleetResult) -> dict[str, Any]:
@@ -57,8 +60,14 @@ def fleet_dict(res: FleetResult) -> dict[str, Any]:
                 "report_sha256": o.report_sha256,
                 "reached_new_cpusvn": o.reached_new_svn,
                 "final_cpusvn": o.final_cpusvn,
+                "time_to_new_cpusvn_ns": o.time_to_new_cpusvn_ns,
+                "unavailable_ns": o.unavailable_ns,
+                "enclave_unavailable_ns": list(o.enclave_unavailable_ns),
                 "enclave_downtime_ns": o.downtime_ns,
                 "enclaves_destroyed": o.enclaves_destroyed,
+                "window": dict(o.window),
+                "ecall_p99_ns": dict(o.ecall_p99_ns),
+                "events": dict(o.events),
                 "kernel_warns": o.warnings,
                 "verdicts_refused": o.verdicts_refused,
                 "why_not": None if o.reached_new_svn else why_not_reached(classes[cls], o),
@@ -124,6 +133,14 @@ def fleet_dict(res: FleetResult) -> dict[str, Any]:
             "overall": res.unavailability(),
             "per_wave": [{"wave": w.wave, **res.unavailability(w.wave)} for w in res.waves],
         },
+        "update_window": {
+            "overall": res.update_window(),
+            "per_wave": [{"wave": w.wave, **res.update_window(w.wave)} for w in res.waves],
+        },
+        "events": {
+            "overall": res.events(),
+            "per_wave": [{"wave": w.wave, **res.events(w.wave)} for w in res.waves],
+        },
         "never_reached_new_cpusvn": res.never_reached(),
         "scenario_files": sorted(f"scenarios/{c}-wave{w}.toml" for c, w in res.scenario_files),
         "hosts": hosts,
@@ -141,6 +158,9 @@ def comparison_row(data: dict[str, Any]) -> dict[str, Any]:
         "never_reached_hosts": sum(r["hosts"] for r in data["never_reached_new_cpusvn"]),
         "unavailability_p99_ns": un["p99_ns"],
         "unavailability_sum_ns": un["sum_ns"],
+        "locked_window_p99_ns": data["update_window"]["overall"]["locked_window_ns"]["p99"],
+        "ioctls_refused_in_window": data["update_window"]["overall"]["ioctls_refused_in_window"]["sum"],
+        "enclaves_lost": data["events"]["overall"]["enclave_lost"],
         "host_runs": data["sampling"]["host_runs_simulated"],
     }
 
@@ -166,14 +186,16 @@ def fleet_markdown(data: dict[str, Any]) -> str:
         "## Waves and health gates",
         "",
         "| wave | day | gate day | hosts | simulated | failed updates % | WARNs | unavailability p99 "
-        "| refused % | gates |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| refused % | locked window p99 | enclaves lost | gates |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for w in data["rollout"]["waves"]:
         out.append(
             f"| {w['wave']} | {w['day']} | {w['gate_day']} | {w['hosts']} | {w['simulated']} | "
-            f"{w['failed_updates_percent']:g} | {w['kernel_warns']} | {_fmt_s(w['unavailability_p99_ns'])} | "
-            f"{w['refused_percent']:g} | {'; '.join(w['breached']) or 'ok'} |"
+            f"{w['failed_updates_percent']:g} | {w['kernel_warns']} | "
+            f"{_fmt_ms(w['unavailability_p99_ns'])} | {w['refused_percent']:g} | "
+            f"{_fmt_ms(w['locked_window_p99_ns'])} | {w['enclaves_lost']} | "
+            f"{'; '.join(w['breached']) or 'ok'} |"
         )
     h = data["rollout"]["halted"]
     out += [
@@ -201,13 +223,9 @@ def fleet_markdown(data: dict[str, Any]) -> str:
                 cell += f" [{100 * st['wilson95_low'][b][d]:.1f}, {100 * st['wilson95_high'][b][d]:.1f}]"
             cells.append(cell)
         out.append(f"| {d} | " + " | ".join(cells) + " |")
-    un = data["unavailability"]["overall"]
+    out += _unavailability_md(data)
+    out += _window_md(data)
     out += [
-        "",
-        "## Enclave unavailability per patched host",
-        "",
-        f"Sum {_fmt_s(un['sum_ns'])} over {un['hosts']} hosts ({un['simulated']} simulated); "
-        f"p50 {_fmt_s(un['p50_ns'])}, p99 {_fmt_s(un['p99_ns'])}, max {_fmt_s(un['max_ns'])}.",
         "",
         "## Hosts that never reached the new CPUSVN",
         "",
@@ -220,6 +238,80 @@ def fleet_markdown(data: dict[str, Any]) -> str:
         out.append("None.")
     out += ["", f"Replay any host alone: `sgxsim run <scenario> --seed <seed>` ({data['host_seed_rule']})."]
     return "\n".join(out) + "\n"
+
+
+def _ns(d: dict[str, Any], key: str) -> str:
+    return _fmt_ms(d[key])
+
+
+def _wave_rows(section: dict[str, Any]) -> list[dict[str, Any]]:
+    """A fleet.json ``{"per_wave": [...], "overall": {...}}`` section as table rows labelled by wave."""
+    waves = [{"label": str(w["wave"]), **w} for w in section["per_wave"]]
+    return [*waves, {"label": "all", **section["overall"]}]
+
+
+def _unavailability_md(data: dict[str, Any]) -> list[str]:
+    """Per wave and overall: each patched host's enclave unavailability (its enclaves' report.json
+    ``unavailable_ns``, summed) and each enclave's."""
+    rows = _wave_rows(data["unavailability"])
+    out = [
+        "",
+        "## Enclave unavailability",
+        "",
+        "From each host's report.json: an enclave is unavailable from its last successful ECALL "
+        "before a loss to the first after (`enclaves[].unavailable_ns`); a host's figure sums its "
+        "enclaves. Sums are extrapolated to the hosts the simulated ones stand for.",
+        "",
+        "| wave | hosts (simulated) | sum | host p50 | host p99 | host max | enclaves | enclave p50 "
+        "| enclave p99 | enclave max |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['label']} | {r['hosts']} ({r['simulated']}) | {_ns(r, 'sum_ns')} | {_ns(r, 'p50_ns')} | "
+            f"{_ns(r, 'p99_ns')} | {_ns(r, 'max_ns')} | {r['enclaves']} | {_ns(r, 'enclave_p50_ns')} | "
+            f"{_ns(r, 'enclave_p99_ns')} | {_ns(r, 'enclave_max_ns')} |"
+        )
+    return out
+
+
+def _window_md(data: dict[str, Any]) -> list[str]:
+    """Per wave and overall: the EPC-locked window, what it refused and interrupted, ECALL latency,
+    time to the new CPUSVN (report.json ``metrics``, ``enclaves``, ``events`` of each host)."""
+    rows = _wave_rows(data["update_window"])
+    evrows = _wave_rows(data["events"])
+    out = [
+        "",
+        "## The update window on the patched hosts",
+        "",
+        "Per host (p50 / p99 / max over hosts) from report.json `metrics`: the EPC-locked window, "
+        "ioctls refused and SIGBUS faults in it, AEXs by IPI; the worst ECALL p99 of a host's "
+        "enclaves during the update; the time from the SVN-raising load to the new CPUSVN (hosts "
+        "that reached it). Totals are extrapolated.",
+        "",
+        "| wave | locked window p50 / p99 / max | ioctls refused (total, host p99) | SIGBUS (total) "
+        "| AEX by IPI (total) | ECALL p99 during (host p99) | load to new CPUSVN p50 / p99 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lw, io = r["locked_window_ns"], r["ioctls_refused_in_window"]
+        tt = r["time_to_new_cpusvn_ns"]
+        out.append(
+            f"| {r['label']} | {_fmt_ms(lw['p50'])} / {_fmt_ms(lw['p99'])} / {_fmt_ms(lw['max'])} | "
+            f"{io['sum']}, {io['p99']} | {r['faults_sigbus_in_window']['sum']} | "
+            f"{r['aex_by_ipi']['sum']} | {_fmt_ms(r['ecall_p99_during_ns']['p99'])} | "
+            f"{_fmt_ms(tt['p50'])} / {_fmt_ms(tt['p99'])} |"
+        )
+    kinds = [k for k in data["events"]["overall"] if any(e[k] for e in evrows)]
+    out += [
+        "",
+        "Events in the host runs (report.json `events`, extrapolated):",
+        "",
+        "| wave | " + " | ".join(k.replace("_", " ") for k in kinds) + " |",
+        "|---|" + "---|" * len(kinds),
+    ]
+    out += [f"| {e['label']} | " + " | ".join(str(e[k]) for k in kinds) + " |" for e in evrows]
+    return out
 
 
 def _plot(data: dict[str, Any], status_png: Path, downtime_png: Path) -> None:
@@ -262,12 +354,14 @@ def _plot(data: dict[str, Any], status_png: Path, downtime_png: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     per_wave: dict[int, list[float]] = {}
     for host in data["hosts"]:
-        per_wave.setdefault(host["wave"], []).append(host["enclave_downtime_ns"] / 1e9)
+        per_wave.setdefault(host["wave"], []).extend(v / 1e9 for v in host["enclave_unavailable_ns"])
     waves = sorted(per_wave)
     if waves:
-        ax.boxplot([per_wave[w] for w in waves], tick_labels=[f"wave {w}" for w in waves], whis=(1, 99))
-    ax.set_ylabel("enclave downtime per host (s)")
-    ax.set_title(f"{data['fleet']}: downtime per wave (simulated hosts)")
+        ax.boxplot(
+            [per_wave[w] or [0.0] for w in waves], tick_labels=[f"wave {w}" for w in waves], whis=(1, 99)
+        )
+    ax.set_ylabel("unavailable time per enclave (s)")
+    ax.set_title(f"{data['fleet']}: enclave unavailability per wave (simulated hosts)")
     fig.tight_layout()
     fig.savefig(downtime_png, dpi=110)
     plt.close(fig)
@@ -328,14 +422,16 @@ def _comparison_markdown(top: dict[str, Any]) -> str:
         f"# Fleet {top['fleet']}: kernel designs compared",
         "",
         "| policy | verdict | " + " | ".join(f"final {b}" for b in BUCKETS) + " | never reached | "
-        "unavailability p99 | host runs |",
-        "|---|---|" + "---|" * len(BUCKETS) + "---|---|---|",
+        "unavailability p99 | locked window p99 | ioctls refused | enclaves lost | host runs |",
+        "|---|---|" + "---|" * len(BUCKETS) + "---|---|---|---|---|---|",
     ]
     for r in top["comparison"]:
         out.append(
             f"| {r['policy']} | {r['verdict']} | "
             + " | ".join(f"{100 * r[f'final_{b}']:.1f} %" for b in BUCKETS)
-            + f" | {r['never_reached_hosts']} | {_fmt_s(r['unavailability_p99_ns'])} | {r['host_runs']} |"
+            + f" | {r['never_reached_hosts']} | {_fmt_ms(r['unavailability_p99_ns'])} | "
+            f"{_fmt_ms(r['locked_window_p99_ns'])} | {r['ioctls_refused_in_window']} | "
+            f"{r['enclaves_lost']} | {r['host_runs']} |"
         )
     out += ["", "Each policy's full results: `<policy>/fleet.md`."]
     return "\n".join(out) + "\n"

@@ -5,7 +5,9 @@
 :func:`~sgxsim.sim.runner.run_scenario` on its (class, wave) scenario and its own seed
 (:func:`~sgxsim.sim.fleet.model.host_seed`), then checks the health gates on the wave's hosts at
 the end of its soak; a breach halts the rollout (later waves never start). The aggregate
-(:class:`FleetResult`) is a pure function of the host outcomes.
+(:class:`FleetResult`) is a pure function of the host outcomes, and every per-host figure comes
+from the host's report.json: per-enclave unavailability and ECALL latency (``enclaves``), the
+window metrics (``metrics``), event counts and the time to the new CPUSVN (``events``).
 
 Models: a staged ("canary") fleet rollout of an SGX TCB-recovery microcode update.
 Differs: the gates see the simulated hosts of a wave (under ``sample`` the estimate from them).
@@ -14,7 +16,7 @@ Differs: the gates see the simulated hosts of a wave (under ``sample`` the estim
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,15 +26,27 @@ from sgxsim.sim.fleet.model import (
     BUCKETS,
     Stratum,
     day_status,
+    distribution,
     host_seed,
     sample_hosts,
     strata,
-    weighted_quantile,
     wilson,
 )
 from sgxsim.sim.fleet.spec import FleetSpec, HostClass, host_scenario, scenario_to_toml
+from sgxsim.sim.runner.results import WINDOW_METRICS
 
-__all__ = ["FleetResult", "HostOutcome", "HostTask", "run_fleet", "run_host"]
+__all__ = [
+    "COUNTED_EVENTS",
+    "WINDOW_KEYS",
+    "FleetResult",
+    "HostOutcome",
+    "HostTask",
+    "event_totals",
+    "run_fleet",
+    "run_host",
+    "unavailability_stats",
+    "window_stats",
+]
 
 #: The update result that means "nothing to do" (the boot-time EUPDATESVN on an up-to-date CPU).
 _NO_UPDATE = "SGX_NO_UPDATE"
@@ -48,9 +62,33 @@ class HostTask:
     scenario_file: str
 
 
+#: The report.json ``metrics`` the fleet aggregates per host: the runner's window metrics.
+WINDOW_KEYS = WINDOW_METRICS
+#: report.json ``events`` kinds the fleet counts per host (``note`` and ``boot`` are not counted).
+COUNTED_EVENTS = (
+    "microcode_load",
+    "svn_update",
+    "svn_update_trigger",
+    "tcb_recovery",
+    "drain",
+    "restart",
+    "kexec",
+    "enclave_lost",
+    "enclave_restart",
+    "attestation",
+)
+#: ECALL latency phases of report.json ``enclaves[].ecall_latency_ns``.
+ECALL_PHASES = ("before", "during", "after")
+
+
 @dataclass(frozen=True)
 class HostOutcome:
-    """What one host run gave, reduced to what the fleet aggregates (and the report's hash)."""
+    """What one host run gave, reduced to what the fleet aggregates (and the report's hash).
+
+    Everything comes from the host's report.json: ``metrics`` (window metrics, downtime),
+    ``enclaves`` (per-enclave ``unavailable_ns`` and ECALL latency), ``events`` (counts per kind,
+    the time from the SVN-raising load to the new CPUSVN) and ``verdicts``.
+    """
 
     index: int
     seed: int
@@ -65,6 +103,34 @@ class HostOutcome:
     last_verdict_refused: bool
     final_cpusvn: str
     error: str | None = None
+    #: ``unavailable_ns`` of each workload enclave (last successful ECALL before a loss to the
+    #: first after, summed; to the end of the run if it never came back).
+    enclave_unavailable_ns: tuple[int, ...] = ()
+    #: :data:`WINDOW_KEYS` -> the run's value (summed over its SVN-update attempts).
+    window: dict[str, int] = field(default_factory=dict)
+    #: :data:`ECALL_PHASES` -> the worst p99 ECALL latency over the host's enclaves (None: no ECALL).
+    ecall_p99_ns: dict[str, int | None] = field(default_factory=dict)
+    #: :data:`COUNTED_EVENTS` kind -> events of that kind in the run.
+    events: dict[str, int] = field(default_factory=dict)
+    #: From the SVN-raising microcode load to the end of the first successful SVN update after it.
+    time_to_new_cpusvn_ns: int | None = None
+
+    @property
+    def unavailable_ns(self) -> int:
+        """The host's enclave unavailability: its enclaves' ``unavailable_ns``, summed."""
+        return sum(self.enclave_unavailable_ns)
+
+
+def _time_to_new_cpusvn(events: Sequence[Mapping[str, Any]]) -> int | None:
+    load = next(
+        (e for e in events if e["kind"] == "microcode_load" and e.get("extra", {}).get("svn_raising")), None
+    )
+    if load is None:
+        return None
+    for e in events:
+        if e["kind"] == "svn_update" and e["outcome"] == "updated" and e["t_start_ns"] >= load["t_start_ns"]:
+            return int(e["t_end_ns"]) - int(load["t_start_ns"])
+    return None
 
 
 def run_host(task: HostTask) -> HostOutcome:
@@ -83,6 +149,17 @@ def run_host(task: HostTask) -> HostOutcome:
     report = res.report
     attempts = [u for u in res.updates if u["result"] != _NO_UPDATE]
     verdicts = report.verdicts
+    # Workload enclaves have ECALL latency rows; the VMs' vEPC rows do not.
+    workload_rows = [e for e in report.enclaves if e.ecall_latency_ns]
+    p99: dict[str, int | None] = {}
+    for phase in ECALL_PHASES:
+        vals = [row.ecall_latency_ns.get(phase, {}).get("p99") for row in workload_rows]
+        ints = [int(v) for v in vals if isinstance(v, int | float) and not isinstance(v, bool)]
+        p99[phase] = max(ints) if ints else None
+    counts = dict.fromkeys(COUNTED_EVENTS, 0)
+    for ev in report.events:
+        if ev["kind"] in counts:
+            counts[ev["kind"]] += 1
     return HostOutcome(
         index=task.index,
         seed=task.seed,
@@ -96,6 +173,11 @@ def run_host(task: HostTask) -> HostOutcome:
         verdicts_refused=sum(1 for v in verdicts if not v.accepted),
         last_verdict_refused=bool(verdicts) and not verdicts[-1].accepted,
         final_cpusvn=str(report.machine.get("final_cpusvn", "")),
+        enclave_unavailable_ns=tuple(int(e.unavailable_ns) for e in workload_rows),
+        window={k: int(res.metrics.get(k) or 0) for k in WINDOW_KEYS},
+        ecall_p99_ns=p99,
+        events=counts,
+        time_to_new_cpusvn_ns=_time_to_new_cpusvn(report.events),
     )
 
 
@@ -119,9 +201,59 @@ def why_not_reached(hc: HostClass, out: HostOutcome) -> str:
     return "no SVN update ran after the load"
 
 
+def unavailability_stats(outs: Sequence[HostOutcome], weights: Mapping[int, float]) -> dict[str, Any]:
+    """Enclave unavailability of ``outs``: per host (its enclaves' ``unavailable_ns`` summed:
+    extrapolated ``sum_ns``, ``p50_ns``, ``p99_ns``, ``max_ns``) and per enclave (``enclaves``
+    extrapolated, ``enclave_p50_ns``, ``enclave_p99_ns``, ``enclave_max_ns``), host weights applied."""
+    ws = [weights[o.index] for o in outs]
+    host = distribution([float(o.unavailable_ns) for o in outs], ws)
+    ev = [float(v) for o in outs for v in o.enclave_unavailable_ns]
+    ew = [weights[o.index] for o in outs for _ in o.enclave_unavailable_ns]
+    encl = distribution(ev, ew)
+    return {
+        "hosts": round(sum(ws)),
+        "simulated": len(outs),
+        "sum_ns": host["sum"],
+        "p50_ns": host["p50"],
+        "p99_ns": host["p99"],
+        "max_ns": host["max"],
+        "enclaves": round(sum(ew)),
+        "enclave_p50_ns": encl["p50"],
+        "enclave_p99_ns": encl["p99"],
+        "enclave_max_ns": encl["max"],
+    }
+
+
+def window_stats(outs: Sequence[HostOutcome], weights: Mapping[int, float]) -> dict[str, Any]:
+    """The update window across ``outs`` (host weights applied): per :data:`WINDOW_KEYS` metric
+    its distribution over hosts (``sum`` extrapolated to the hosts they stand for, ``p50``,
+    ``p99``, ``max``); the worst ECALL p99 per host before / during / after the update (hosts
+    with ECALLs in that phase); the time from the load to the new CPUSVN (hosts that reached it)."""
+    out: dict[str, Any] = {"hosts": round(sum(weights[o.index] for o in outs)), "simulated": len(outs)}
+    for key in WINDOW_KEYS:
+        out[key] = distribution([float(o.window.get(key, 0)) for o in outs], [weights[o.index] for o in outs])
+    for phase in ECALL_PHASES:
+        have = [o for o in outs if o.ecall_p99_ns.get(phase) is not None]
+        out[f"ecall_p99_{phase}_ns"] = distribution(
+            [float(o.ecall_p99_ns[phase] or 0) for o in have], [weights[o.index] for o in have]
+        )
+    reached = [o for o in outs if o.time_to_new_cpusvn_ns is not None]
+    out["time_to_new_cpusvn_ns"] = distribution(
+        [float(o.time_to_new_cpusvn_ns or 0) for o in reached], [weights[o.index] for o in reached]
+    )
+    return out
+
+
+def event_totals(outs: Sequence[HostOutcome], weights: Mapping[int, float]) -> dict[str, int]:
+    """Report events per kind (:data:`COUNTED_EVENTS`) over ``outs``, extrapolated by host weight."""
+    return {
+        kind: round(sum(weights[o.index] * o.events.get(kind, 0) for o in outs)) for kind in COUNTED_EVENTS
+    }
+
+
 @dataclass
 class WaveStats:
-    """A wave's hosts and the health-gate figures measured on them."""
+    """A wave's hosts and the health-gate figures measured on them (estimates under sampling)."""
 
     wave: int
     day: int
@@ -132,6 +264,11 @@ class WaveStats:
     kernel_warns: int
     unavailability_p99_ns: int | None
     refused_percent: float
+    unavailability_p50_ns: int | None = None
+    enclave_unavailability_p99_ns: int | None = None
+    locked_window_p99_ns: int | None = None
+    ioctls_refused_in_window: int = 0
+    enclaves_lost: int = 0
     breached: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -203,21 +340,20 @@ class FleetResult:
             out["wilson95_high"] = highs
         return out
 
+    def _outs(self, wave: int | None) -> list[HostOutcome]:
+        return [self.outcomes[i] for i in sorted(self.outcomes) if wave is None or self.host_wave[i] == wave]
+
     def unavailability(self, wave: int | None = None) -> dict[str, Any]:
-        """Enclave unavailability per patched host: extrapolated sum, p50, p99 (ns)."""
-        idx = [i for i in self.outcomes if wave is None or self.host_wave[i] == wave]
-        vals = [float(self.outcomes[i].downtime_ns) for i in idx]
-        ws = [self.weights[i] for i in idx]
-        p50 = weighted_quantile(vals, ws, 0.5)
-        p99 = weighted_quantile(vals, ws, 0.99)
-        return {
-            "hosts": round(sum(ws)),
-            "simulated": len(idx),
-            "sum_ns": round(sum(v * w for v, w in zip(vals, ws, strict=True))),
-            "p50_ns": None if p50 is None else int(p50),
-            "p99_ns": None if p99 is None else int(p99),
-            "max_ns": int(max(vals)) if vals else None,
-        }
+        """Enclave unavailability per patched host and per enclave (:func:`unavailability_stats`)."""
+        return unavailability_stats(self._outs(wave), self.weights)
+
+    def update_window(self, wave: int | None = None) -> dict[str, Any]:
+        """The update window per patched host (:func:`window_stats`)."""
+        return window_stats(self._outs(wave), self.weights)
+
+    def events(self, wave: int | None = None) -> dict[str, int]:
+        """Report events per kind over the patched hosts, extrapolated (:func:`event_totals`)."""
+        return event_totals(self._outs(wave), self.weights)
 
     def never_reached(self) -> list[dict[str, Any]]:
         """Hosts without the new CPUSVN at the horizon, grouped by class and reason."""
@@ -257,7 +393,8 @@ def _wave_stats(
     total = sum(weights[o.index] for o in outs)
     failed = sum(weights[o.index] for o in outs if not o.reached_new_svn)
     refused = sum(weights[o.index] for o in outs if o.last_verdict_refused)
-    p99 = weighted_quantile([float(o.downtime_ns) for o in outs], [weights[o.index] for o in outs], 0.99)
+    un = unavailability_stats(outs, weights)
+    win = window_stats(outs, weights)
     st = WaveStats(
         wave=wave,
         day=w.day,
@@ -266,8 +403,13 @@ def _wave_stats(
         simulated=len(outs),
         failed_updates_percent=round(100.0 * failed / total, 3) if total else 0.0,
         kernel_warns=sum(o.warnings for o in outs),
-        unavailability_p99_ns=None if p99 is None else int(p99),
+        unavailability_p99_ns=un["p99_ns"],
         refused_percent=round(100.0 * refused / total, 3) if total else 0.0,
+        unavailability_p50_ns=un["p50_ns"],
+        enclave_unavailability_p99_ns=un["enclave_p99_ns"],
+        locked_window_p99_ns=win["locked_window_ns"]["p99"],
+        ioctls_refused_in_window=win["ioctls_refused_in_window"]["sum"] or 0,
+        enclaves_lost=event_totals(outs, weights)["enclave_lost"],
     )
     g = fleet.rollout.gates
     checks: list[tuple[str, float | None, float | None]] = [
