@@ -230,18 +230,3 @@ def test_ptrace_access(world: World, debug: bool) -> None:
     # TCS pages: EDBGRD beyond the architectural fields is #GP -> EIO.
     assert p.access_remote(encl.base + 0x100, 8) == -errno.EIO
     assert p.access_remote(encl.base + DATA2 + PAGE_SIZE * 100, 8) in (-errno.EFAULT,)
-
-
-def test_committed_anonymous_memory_beyond_ram_is_enomem(world: World) -> None:
-    """Heuristic overcommit: a writable private or a shared anonymous mapping larger than RAM
-    is refused (even with MAP_POPULATE, which then faults nothing in); MAP_NORESERVE, read-only
-    private and RAM-sized mappings are not accounted."""
-    p = world.proc()
-    ram = world.machine.dram.total_pages * PAGE_SIZE
-    rw = U.PROT_READ | U.PROT_WRITE
-    anon = U.MAP_PRIVATE | U.MAP_ANONYMOUS
-    for flags in (anon, anon | U.MAP_POPULATE, U.MAP_SHARED | U.MAP_ANONYMOUS | U.MAP_POPULATE):
-        assert _errno(p.mmap, 0, ram + PAGE_SIZE, rw, flags, -1, 0) == errno.ENOMEM
-    assert _errno(p.mmap, 0, ram + PAGE_SIZE, rw, anon | U.MAP_NORESERVE, -1, 0) == 0
-    assert _errno(p.mmap, 0, ram + PAGE_SIZE, U.PROT_READ, anon, -1, 0) == 0
-    assert _errno(p.mmap, 0, ram, rw, anon, -1, 0) == 0
