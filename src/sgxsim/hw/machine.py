@@ -246,6 +246,10 @@ class MachineConfig:
 # DRAM
 
 
+#: DRAM below this address is left to firmware.
+_DRAM_FIRST = 0x10_0000
+
+
 class Dram:
     """Ordinary (non-EPC) physical memory: sparse pages, zero where never written.
 
@@ -256,8 +260,13 @@ class Dram:
     def __init__(self, limit: int = DRAM_LIMIT) -> None:
         self.limit = limit
         self._pages: dict[int, bytearray] = {}
-        self._next = 0x10_0000  # leave the first MiB alone, as firmware does
+        self._next = _DRAM_FIRST  # leave the first MiB alone, as firmware does
         self._free: list[int] = []
+
+    @property
+    def total_pages(self) -> int:
+        """Pages the allocator can ever hand out (Linux's ``totalram_pages()``)."""
+        return (self.limit - _DRAM_FIRST) >> PAGE_SHIFT
 
     def alloc_page(self) -> int:
         """A free page-aligned physical address (kmalloc/alloc_page of the model)."""
@@ -363,7 +372,11 @@ class Machine:
         #: (hw.enclu): the scheduler's preemption point inside enclave execution.
         self.on_enclave_step: Callable[[LogicalProcessor], None] | None = None
         #: Compiled enclave programs by SHA-256 of their source (hw.enclu); None = not a program.
-        self.enclave_code_cache: dict[bytes, CodeType | None] = {}
+        self.enclave_code_cache: dict[bytes, tuple[CodeType, ...] | None] = {}
+        #: [MODEL] Debug information: source file text -> file name, for enclave code that holds a
+        #: whole file (hw.enclu names that part after it: tracebacks, coverage). Never changes
+        #: what a program does. Registered by loaders (``sgxsim.sdk.enclaves``).
+        self.enclave_source_files: dict[str, str] = {}
         #: [MODEL] EWB'd SECS hidden state, keyed by the EWB version that sealed it.
         self.evicted_secs: dict[int, object] = {}
         self._power_on()

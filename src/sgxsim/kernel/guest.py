@@ -310,6 +310,7 @@ class GuestMachine(Machine):
         self.tcs_threads = cast("dict[int, object]", _EptMap(self.host.tcs_threads, vm.ept, True))
         self.on_enclave_step = None
         self.enclave_code_cache = self.host.enclave_code_cache
+        self.enclave_source_files = self.host.enclave_source_files
         self.evicted_secs = self.host.evicted_secs
 
     def __repr__(self) -> str:
