@@ -19,8 +19,11 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
     """``sgxsim demo --seed 7 --json``, run once per test process: its output folder and report.
 
-    Tests that use it carry ``xdist_group("demo")``, so one xdist worker runs the demo for all of
-    them. The folder is shared: a test that writes into it works on a copy.
+    Tests that use it carry ``xdist_group("demo")`` so that one xdist worker would run the demo for
+    all of them; but pytest-xdist 3.8 groups by rewriting ``item._nodeid``, which pytest 9.2 no
+    longer reads (nodeid comes from ``item._id``), so today each worker that gets one of these
+    tests runs the demo once (2 runs with ``-n 2``, 4 before this fixture). The folder is shared:
+    a test that writes into it works on a copy.
     """
     from click.testing import CliRunner
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from sgxsim.errors import InvalidArgument
 from sgxsim.hw.arch import PAGE_SIZE
 from sgxsim.kernel import ProcessSignal
 from sgxsim.kernel import uapi as U  # noqa: N812
+from sgxsim.kernel.process import STACK_TOP
 
 RW = U.PROT_READ | U.PROT_WRITE
 ANON = U.MAP_PRIVATE | U.MAP_ANONYMOUS
@@ -156,6 +158,17 @@ def test_commit_charge_beyond_ram_is_enomem_and_populate_stays_cheap(world: Worl
     dram = p.k.dram_pages
     p.write(small, b"x")  # populated: the write needs no new page
     assert p.k.dram_pages == dram and p.read(small, 1) == b"x"
+
+
+def test_ioctl_struct_on_an_unwritable_stack_is_the_programs_sigsegv(world: World) -> None:
+    """Found by the slow syscall fuzzer: after mprotect(PROT_NONE) of the stack, the copy of an
+    ioctl's structure onto it raised ModelInvariantError; a C program faults on that store."""
+    p = world.proc()
+    fd = p.open("/dev/sgx_enclave", U.O_RDWR)
+    assert p.mprotect(STACK_TOP - PAGE_SIZE, PAGE_SIZE, U.PROT_NONE) == 0
+    with pytest.raises(ProcessSignal) as info:
+        p.ioctl(fd, U.SGX_IOC_ENCLAVE_CREATE, U.sgx_enclave_create(src=0))
+    assert info.value.info.signo == signal.SIGSEGV
 
 
 def test_map_fixed_below_mmap_min_addr_is_eperm(world: World) -> None:
