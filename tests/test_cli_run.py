@@ -66,14 +66,13 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
-@pytest.fixture(scope="module")
-def demo_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
-    out = tmp_path_factory.mktemp("demo")
-    res = CliRunner().invoke(main, ["demo", "--seed", "7", "--out", str(out), "--json"])
-    assert res.exit_code == 0, res.output
-    return out, json.loads(res.stdout)
+@pytest.fixture
+def demo_out(demo_run: tuple[Path, dict[str, object]]) -> tuple[Path, dict[str, object]]:
+    """The demo with seed 7 (tests/conftest.py runs it once per test process)."""
+    return demo_run
 
 
+@pytest.mark.xdist_group("demo")
 def test_demo_golden_summary_and_schema(demo_out: tuple[Path, dict[str, object]]) -> None:
     out, data = demo_out
     jsonschema.validate(data, report_schema())
@@ -92,6 +91,7 @@ def test_demo_golden_summary_and_schema(demo_out: tuple[Path, dict[str, object]]
         assert needle in narrative
 
 
+@pytest.mark.xdist_group("demo")
 def test_demo_outputs(demo_out: tuple[Path, dict[str, object]]) -> None:
     out, _ = demo_out
     assert sorted(p.name for p in out.iterdir()) == [
@@ -108,6 +108,7 @@ def test_demo_outputs(demo_out: tuple[Path, dict[str, object]]) -> None:
     assert "## Narrative" in (out / "report.md").read_text()
 
 
+@pytest.mark.xdist_group("demo")
 def test_demo_trace_tracks(demo_out: tuple[Path, dict[str, object]]) -> None:
     out, _ = demo_out
     raw = (out / "trace.json").read_bytes()

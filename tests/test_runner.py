@@ -572,3 +572,17 @@ def test_kernel_log_stamps_are_printk_times_floored_to_microseconds(
             assert any(e["t_start_ns"] <= t <= e["t_end_ns"] for e in updates), line
     eupdatesvn = {_stamp_us(line) for line in lines if "EUPDATESVN" in line}
     assert all(u["t_end_ns"] // 1000 in eupdatesvn for u in updates)
+
+
+def test_skipped_decisions_leave_the_run_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner skips a scheduling decision that can only pick the running task again
+    (``_RunScheduler._keeps_running``); taking every decision instead gives the same report and
+    trace, byte for byte, on the busy host (ECALL threads, builders, a VM, IPIs in the window)."""
+    text = BUSY_HOST.read_text().replace('duration = "800ms"', 'duration = "450ms"')
+    s = parse_scenario(text)
+    fast = Runner(s).run()
+    assert fast.metrics["aex_by_ipi"] and fast.metrics["ioctls_refused_in_window"]
+    monkeypatch.setattr(runner_mod.core._RunScheduler, "_keeps_running", lambda self, cur: False)
+    slow = Runner(s).run()
+    assert slow.report.to_json() == fast.report.to_json()
+    assert slow.trace.to_bytes() == fast.trace.to_bytes()

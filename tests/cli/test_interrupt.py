@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,13 +58,11 @@ def check_interrupted(res: subprocess.CompletedProcess[str], out: Path, before: 
     assert digest(out) == before
 
 
-@pytest.fixture(scope="module")
-def demo_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("demo") / "D"
-    res = subprocess.run(
-        [*CLI, "demo", "-q", "--out", str(out)], check=False, capture_output=True, text=True, env=env()
-    )
-    assert res.returncode == 0, res.stderr
+@pytest.fixture
+def demo_out(demo_run: tuple[Path, dict[str, object]], tmp_path: Path) -> Path:
+    """A copy of an earlier complete demo run (tests/conftest.py runs the demo once per process)."""
+    out = tmp_path / "D"
+    shutil.copytree(demo_run[0], out)
     return out
 
 
@@ -77,6 +76,7 @@ def interpreter_startup() -> float:
     return sorted(times)[1]
 
 
+@pytest.mark.xdist_group("demo")
 @pytest.mark.parametrize("after_startup", [0.1, 0.5, 3.0])
 def test_ctrl_c_on_demo_exits_130_and_keeps_the_earlier_run(demo_out: Path, after_startup: float) -> None:
     """Seconds counted from the moment the interpreter is up: 0.1 lands in sgxsim's own imports.

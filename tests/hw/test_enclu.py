@@ -60,6 +60,7 @@ from sgxsim.hw.enclu import (
     program_image,
     xsave_frame_size,
 )
+from sgxsim.hw.enclu.program import _compile
 from sgxsim.hw.machine import Machine, MachineConfig
 
 R, W, X = int(SecinfoFlags.R), int(SecinfoFlags.W), int(SecinfoFlags.X)
@@ -112,6 +113,34 @@ def test_program_image_layout() -> None:
 def test_program_image_rejects_bad_source(bad: object) -> None:
     with pytest.raises(InvalidArgument):
         program_image(bad)  # type: ignore[arg-type]
+
+
+def test_program_parts_are_named_after_registered_files() -> None:
+    """[MODEL] debug information: a registered file's whole text inside a program is compiled under
+    the file's name and line numbers; the parts run in one namespace as the whole text would."""
+    m = Machine()
+    lib = "def f():\n    return A + 1\n"
+    m.enclave_source_files[lib] = "/src/lib.py"
+    parts = _compile(m, ("A = 41\n" + lib + "B = f()\n").encode())
+    assert parts is not None
+    assert [(p.co_filename, p.co_firstlineno) for p in parts] == [
+        ("<enclave>", 1),
+        ("/src/lib.py", 1),
+        ("<enclave>", 1),
+    ]
+    namespace: dict[str, object] = {}
+    for part in parts:
+        exec(part, namespace)
+    assert namespace["B"] == 42
+    # Not at a line start, or cut inside a string literal: the whole text stays one part.
+    m.enclave_source_files["B = 2\n"] = "/src/b.py"
+    for text in ("if True: B = 2\n", 'S = """\n' + lib + '"""\n'):
+        whole = _compile(m, text.encode())
+        assert whole is not None and [p.co_filename for p in whole] == ["<enclave>"]
+    # Whether it is a program is decided on the whole text (a late __future__ import is not one).
+    future = "from __future__ import annotations\n"
+    m.enclave_source_files[future] = "/src/future.py"
+    assert _compile(m, ("X = 1\n" + future).encode()) is None
 
 
 def test_xsave_frame_size() -> None:

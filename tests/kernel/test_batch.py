@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.kernel.kernel_helpers import World, create_enclave, make_world
@@ -204,3 +205,32 @@ def test_all_prot_equals_per_entry_check(
     hi = lo + span
     expect = all(not (~pages.prot(p) & bits) for p in pages.pfns(lo, hi))
     assert pages.all_prot(lo, hi, bits) == expect
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 3000), st.integers(0, 7)), max_size=80),
+    st.integers(0, 3000),
+    st.integers(0, 3000),
+    st.integers(1, 40),
+    st.lists(st.integers(0, 3000), max_size=20),
+)
+@settings(max_examples=100, deadline=None)
+def test_present_groups_and_prot_many_walk_as_the_page_array(
+    entries: list[tuple[int, int]], lo: int, span: int, n: int, erased: list[int]
+) -> None:
+    """The interleavable path of sgx_encl_may_map: present_groups yields pfns(lo, hi) in order,
+    n at a time; prot_many reads each entry's prot, -1 for one erased after it was listed."""
+    from sgxsim.kernel.encl import EnclPages
+
+    pages = EnclPages()
+    for pfn, prot in entries:
+        pages.insert(pfn, prot)
+    hi = lo + span
+    groups = [g.tolist() for g in pages.present_groups(lo, hi, n)]
+    assert [p for g in groups for p in g] == pages.pfns(lo, hi)
+    assert all(len(g) == n for g in groups[:-1]) and all(0 < len(g) <= n for g in groups)
+    listed = np.array(pages.pfns(lo, hi), dtype=np.int64)
+    for pfn in erased:
+        pages.erase(pfn)
+    expect = [pages.prot(p) if pages.load(p) else -1 for p in listed.tolist()]
+    assert pages.prot_many(listed).tolist() == expect

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from sgxsim.errors import InvalidArgument
 from sgxsim.hw.arch import PAGE_SIZE
 from sgxsim.kernel import ProcessSignal
 from sgxsim.kernel import uapi as U  # noqa: N812
+from sgxsim.kernel.process import STACK_TOP
 
 RW = U.PROT_READ | U.PROT_WRITE
 ANON = U.MAP_PRIVATE | U.MAP_ANONYMOUS
@@ -135,6 +137,38 @@ def test_map_fixed_noreplace_over_a_mapping_is_eexist(world: World) -> None:
     assert p.read(a + PAGE_SIZE, 4) == b"keep"
     assert p.mmap(a + 3 * PAGE_SIZE, PAGE_SIZE, RW, noreplace) == a + 3 * PAGE_SIZE  # free: placed there
     assert p.mmap(a, PAGE_SIZE, RW, ANON | U.MAP_FIXED) == a  # MAP_FIXED still replaces
+
+
+def test_commit_charge_beyond_ram_is_enomem_and_populate_stays_cheap(world: World) -> None:
+    """Found by the slow syscall fuzzer: MAP_POPULATE of a 1 TiB anonymous mapping faulted in 2^28
+    pages (hours, then the host's OOM killer). Linux charges a private writable or shared anonymous
+    mapping against the commit limit (OVERCOMMIT_GUESS: RAM + swap) and fails it with ENOMEM;
+    MAP_NORESERVE skips the charge; a read-only one is not charged and maps the zero page."""
+    p = world.proc()
+    ram = p.k.machine.dram.total_pages * PAGE_SIZE
+    populate = ANON | U.MAP_POPULATE
+    shared = U.MAP_SHARED | U.MAP_ANONYMOUS | U.MAP_POPULATE
+    for flags in (populate, shared, ANON):
+        assert _errno(p.mmap, 0, ram + PAGE_SIZE, RW, flags) == errno.ENOMEM, hex(flags)
+    noreserve = U.MAP_SHARED | U.MAP_ANONYMOUS | U.MAP_NORESERVE
+    assert _errno(p.mmap, 0, 1 << 40, RW, noreserve) == 0  # no charge: pages on demand
+    big = p.mmap(0, 1 << 40, U.PROT_READ, populate)  # not charged; populate leaves it to the reads
+    assert p.read(big + (1 << 39), 8) == bytes(8)
+    small = p.mmap(0, 2 * PAGE_SIZE, RW, populate)
+    dram = p.k.dram_pages
+    p.write(small, b"x")  # populated: the write needs no new page
+    assert p.k.dram_pages == dram and p.read(small, 1) == b"x"
+
+
+def test_ioctl_struct_on_an_unwritable_stack_is_the_programs_sigsegv(world: World) -> None:
+    """Found by the slow syscall fuzzer: after mprotect(PROT_NONE) of the stack, the copy of an
+    ioctl's structure onto it raised ModelInvariantError; a C program faults on that store."""
+    p = world.proc()
+    fd = p.open("/dev/sgx_enclave", U.O_RDWR)
+    assert p.mprotect(STACK_TOP - PAGE_SIZE, PAGE_SIZE, U.PROT_NONE) == 0
+    with pytest.raises(ProcessSignal) as info:
+        p.ioctl(fd, U.SGX_IOC_ENCLAVE_CREATE, U.sgx_enclave_create(src=0))
+    assert info.value.info.signo == signal.SIGSEGV
 
 
 def test_map_fixed_below_mmap_min_addr_is_eperm(world: World) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import inspect
 from collections.abc import Iterator
+from types import CodeType
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -16,6 +18,7 @@ from sgxsim.kernel import uapi
 from sgxsim.kernel.main import Kernel
 from sgxsim.kernel.process import Process
 from sgxsim.rand import Rng
+from sgxsim.sdk.enclaves import test_encl as test_encl_module
 from sgxsim.sdk.image import tcs_page
 from sgxsim.sdk.loader import Enclave, load_enclave
 from sgxsim.sdk.sign import generate_signing_key
@@ -109,6 +112,22 @@ def encl(key: rsa.RSAPrivateKey) -> Iterator[Enclave]:
     handle = load_enclave(Process(kernel, "t"), build_test_encl(), key=key)
     yield handle
     handle.close()
+
+
+def test_enclave_code_runs_under_its_module_file(encl: Enclave) -> None:
+    """The loader registers the enclave modules' files: the program's sdk/enclaves/test_encl.py part
+    runs compiled under that file's path with the file's line numbers (tracebacks and coverage name
+    it); the linker's constants before it have no file."""
+    nop = encl_op_header()
+    nop.type = EnclOp.ENCL_OP_NOP
+    assert encl.call_op(nop) == 0
+    programs = [code for code in encl.proc.k.machine.enclave_code_cache.values() if code is not None]
+    assert programs
+    for parts in programs:
+        assert [part.co_filename for part in parts] == ["<enclave>", test_encl_module.__file__]
+        functions = {c.co_name: c for c in parts[1].co_consts if isinstance(c, CodeType)}
+        line = inspect.getsourcelines(test_encl_module.do_encl_op_nop)[1]
+        assert functions["do_encl_op_nop"].co_firstlineno == line
 
 
 def test_unknown_op_is_ignored(encl: Enclave) -> None:

@@ -54,6 +54,9 @@ def run_world(kit: EnclaveKit, name: str, seed: int) -> tuple[SvnWorld, Determin
 CI = [(s.name, s.schedules_ci) for s in SCENARIOS.values()]
 
 
+# Untraced under --cov (pytest-cov's no_cover): each schedule repeats the same code, which the
+# tests below and the first schedules of test_explore.py already cover; tracing doubles their time.
+@pytest.mark.no_cover
 @pytest.mark.parametrize(("name", "schedules"), CI, ids=[n for n, _ in CI])
 def test_ci_exploration_finds_no_violation(kit: EnclaveKit, name: str, schedules: int) -> None:
     r = explore(svn_program(name, kit=kit), schedules, seed=4, max_steps=SCENARIOS[name].max_steps)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import CodeType, MappingProxyType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sgxsim.errors import InvalidArgument, ModelInvariantError
 from sgxsim.hw.arch import (
@@ -61,6 +61,8 @@ DEFAULT_EPC_STRIDE = 0x100_0000_0000
 DRAM_LIMIT = DEFAULT_EPC_BASE
 
 _ZERO_PAGE = bytes(PAGE_SIZE)
+#: ENCLS leaf numbers to their enum members (a dict lookup is a fraction of ``EnclsLeaf(n)``).
+_ENCLS_LEAVES: Mapping[int, EnclsLeaf] = MappingProxyType({int(m): m for m in EnclsLeaf})
 
 
 # ---------------------------------------------------------------------------------------
@@ -246,6 +248,10 @@ class MachineConfig:
 # DRAM
 
 
+#: DRAM below this address is left to firmware.
+_DRAM_FIRST = 0x10_0000
+
+
 class Dram:
     """Ordinary (non-EPC) physical memory: sparse pages, zero where never written.
 
@@ -256,8 +262,13 @@ class Dram:
     def __init__(self, limit: int = DRAM_LIMIT) -> None:
         self.limit = limit
         self._pages: dict[int, bytearray] = {}
-        self._next = 0x10_0000  # leave the first MiB alone, as firmware does
+        self._next = _DRAM_FIRST  # leave the first MiB alone, as firmware does
         self._free: list[int] = []
+
+    @property
+    def total_pages(self) -> int:
+        """Pages the allocator can ever hand out (Linux's ``totalram_pages()``)."""
+        return (self.limit - _DRAM_FIRST) >> PAGE_SHIFT
 
     def alloc_page(self) -> int:
         """A free page-aligned physical address (kmalloc/alloc_page of the model)."""
@@ -356,6 +367,10 @@ class Machine:
         self.boots = 0
         #: Statistics: leaves executed by name, and outcomes.
         self.stats: dict[str, int] = {}
+        #: Logical processors with ENCLS[EUPDATESVN] in flight (a leaf begun beside one is poisoned).
+        self._eupdatesvn_cpus: set[int] = set()
+        #: hw.encls's (LEAVES, SGX2_LEAVES), imported at the first ENCLS (that package imports this one).
+        self._encls_handlers: tuple[Mapping[int, Any], frozenset[int]] | None = None
         #: Enclave threads (hw.enclu) keyed by TCS page index: the continuation of code
         #: that an AEX suspended. Dropped when the TCS page leaves the EPC.
         self.tcs_threads: dict[int, object] = {}
@@ -363,7 +378,11 @@ class Machine:
         #: (hw.enclu): the scheduler's preemption point inside enclave execution.
         self.on_enclave_step: Callable[[LogicalProcessor], None] | None = None
         #: Compiled enclave programs by SHA-256 of their source (hw.enclu); None = not a program.
-        self.enclave_code_cache: dict[bytes, CodeType | None] = {}
+        self.enclave_code_cache: dict[bytes, tuple[CodeType, ...] | None] = {}
+        #: [MODEL] Debug information: source file text -> file name, for enclave code that holds a
+        #: whole file (hw.enclu names that part after it: tracebacks, coverage). Never changes
+        #: what a program does. Registered by loaders (``sgxsim.sdk.enclaves``).
+        self.enclave_source_files: dict[str, str] = {}
         #: [MODEL] EWB'd SECS hidden state, keyed by the EWB version that sealed it.
         self.evicted_secs: dict[int, object] = {}
         self._power_on()
@@ -409,8 +428,8 @@ class Machine:
             state.track_waiting.clear()
         self.tcs_threads.clear()
 
-    @staticmethod
-    def _reset_lp(lp: LogicalProcessor) -> None:
+    def _reset_lp(self, lp: LogicalProcessor) -> None:
+        self._eupdatesvn_cpus.discard(lp.id)
         lp.inflight = None
         lp.inflight_poisoned = False
         lp.active_secs = None
@@ -510,40 +529,56 @@ class Machine:
         lp = self._lp(cpu)
         if lp.inflight is not None:
             raise ModelInvariantError(f"CPU {cpu} already has ENCLS[{lp.inflight!r}] in flight")
-        try:
-            lp.inflight = EnclsLeaf(leaf)
-        except ValueError:
+        member = _ENCLS_LEAVES.get(leaf)
+        if member is None:
             lp.inflight = None
             lp.inflight_poisoned = True
             return
-        lp.inflight_poisoned = any(o.inflight == EnclsLeaf.EUPDATESVN for o in self.cpus if o is not lp)
+        lp.inflight = member
+        busy = self._eupdatesvn_cpus
+        lp.inflight_poisoned = bool(busy) and any(c != cpu for c in busy)
+        if member is EnclsLeaf.EUPDATESVN:
+            busy.add(cpu)
+
+    def eupdatesvn_in_flight(self) -> bool:
+        """Whether some logical processor has ENCLS[EUPDATESVN] in flight."""
+        return bool(self._eupdatesvn_cpus)
 
     def encls_exec(self, cpu: int, leaf: int, rbx: int = 0, rcx: int = 0, rdx: int = 0) -> LeafResult:
         """Run the body of the in-flight leaf and return its SDM outcome."""
-        from sgxsim.hw import encls as leaves
+        handlers = self._encls_handlers
+        if handlers is None:
+            from sgxsim.hw.encls import LEAVES, SGX2_LEAVES  # hw.encls imports this module
 
+            handlers = self._encls_handlers = (LEAVES, SGX2_LEAVES)
+        leaves, sgx2_leaves = handlers
         lp = self._lp(cpu)
-        if lp.inflight is not None and lp.inflight != leaf:
-            raise ModelInvariantError(f"CPU {cpu}: exec of leaf {leaf:#x} but {lp.inflight!r} is in flight")
-        name = EnclsLeaf(leaf).name if leaf in EnclsLeaf._value2member_map_ else f"ENCLS[{leaf:#x}]"
+        inflight = lp.inflight
+        if inflight is not None and inflight != leaf:
+            raise ModelInvariantError(f"CPU {cpu}: exec of leaf {leaf:#x} but {inflight!r} is in flight")
+        member = _ENCLS_LEAVES.get(leaf)
+        name = member.name if member is not None else f"ENCLS[{leaf:#x}]"
         self.stats[name] = self.stats.get(name, 0) + 1
-        handler = leaves.LEAVES.get(leaf) if lp.inflight is not None else None
+        handler = leaves.get(leaf) if inflight is not None else None
         if lp.in_enclave:
             return Fault(Vector.UD)  # SDM ENCLS: #UD if executed in enclave mode (before the leaf checks)
-        if lp.inflight_poisoned or handler is None:
+        if lp.inflight_poisoned or handler is None or member is None:
             # An unsupported leaf, or one begun while EUPDATESVN was in flight: #GP(0).
             return gp0()
-        if not self.config.sgx2 and leaf in leaves.SGX2_LEAVES:
+        if not self.config.sgx2 and leaf in sgx2_leaves:
             return gp0()
-        if leaf == EnclsLeaf.EUPDATESVN and not self.config.eupdatesvn:
+        if member is EnclsLeaf.EUPDATESVN and not self.config.eupdatesvn:
             return gp0()
-        self._take_cpusvn_snapshot()
+        if self.cr_cpusvn is None:
+            self._take_cpusvn_snapshot()
         result = handler(self, lp, rbx, rcx, rdx)
-        self.clock.charge(lp.id, self.config.latency.encls.get(EnclsLeaf(leaf), 0))
+        self.clock.charge(lp.id, self.config.latency.encls.get(member, 0))
         return result
 
     def encls_end(self, cpu: int) -> None:
         lp = self._lp(cpu)
+        if lp.inflight is EnclsLeaf.EUPDATESVN:
+            self._eupdatesvn_cpus.discard(cpu)
         lp.inflight = None
         lp.inflight_poisoned = False
 

@@ -22,6 +22,7 @@ evicted SECS before EAUG (Linux would pass a NULL SECS to EAUG, a crash) — see
 from __future__ import annotations
 
 import collections
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -237,6 +238,45 @@ class EnclPages:
             if hi is not None:
                 idx = idx[idx <= hi]
             out.extend(idx.tolist())
+        return out
+
+    def present_groups(self, lo: int, hi: int, n: int) -> Iterator[npt.NDArray[np.int64]]:
+        """Present PFNs in [lo, hi] in ascending order, ``n`` per group. The array is read one
+        chunk at a time as the walk advances, so a caller that drops its lock between groups
+        goes on from where it stopped over the array as it is then (``xas_pause``)."""
+        k0, k1 = lo >> _CHUNK_SHIFT, hi >> _CHUNK_SHIFT
+        pending: list[npt.NDArray[np.int64]] = []
+        have = 0
+        for key in sorted(k for k in self.chunks if k0 <= k <= k1):
+            c = self.chunks.get(key)
+            if c is None:
+                continue
+            base = key << _CHUNK_SHIFT
+            idx = np.flatnonzero(c._present).astype(np.int64) + base
+            if base < lo or base + _CHUNK - 1 > hi:
+                idx = idx[(idx >= lo) & (idx <= hi)]
+            pending.append(idx)
+            have += len(idx)
+            while have >= n:
+                run = np.concatenate(pending)
+                yield run[:n]
+                pending, have = [run[n:]], have - n
+        if have:
+            yield np.concatenate(pending)
+
+    def prot_many(self, pfns: npt.NDArray[np.int64]) -> npt.NDArray[np.int16]:
+        """``vm_max_prot_bits`` of each PFN of an ascending array; -1 where none is present now."""
+        out = np.full(len(pfns), -1, dtype=np.int16)
+        if len(pfns) == 0:
+            return out
+        keys = pfns >> _CHUNK_SHIFT
+        bounds = [0, *(np.flatnonzero(keys[1:] != keys[:-1]) + 1).tolist(), len(pfns)]
+        for a, b in itertools.pairwise(bounds):
+            c = self.chunks.get(int(keys[a]))
+            if c is None:
+                continue
+            i = pfns[a:b] & _CMASK
+            out[a:b] = np.where(c._present[i], c._prot[i].astype(np.int16), np.int16(-1))
         return out
 
     def any_present(self, pfn: int, n: int) -> bool:
@@ -903,11 +943,14 @@ def sgx_encl_may_map(encl: SgxEncl, start: int, end: int, vm_flags: int) -> int:
         ok = encl.pages.all_prot(start >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT, vm_prot_bits)
         encl.lock.unlock()
         return 0 if ok else -EACCES
-    for count, pfn in enumerate(encl.pages.pfns(start >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT), 1):
-        if ~encl.pages.prot(pfn) & vm_prot_bits:
+    # XA_CHECK_SCHED entries at a time under the lock (one vectorized test each), then the
+    # lock is dropped for a preemption point, as Linux's xas_pause() + cond_resched().
+    for group in encl.pages.present_groups(start >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT, XA_CHECK_SCHED):
+        prot = encl.pages.prot_many(group)
+        if np.any(~prot[prot >= 0] & vm_prot_bits):
             ret = -EACCES
             break
-        if count % XA_CHECK_SCHED == 0:
+        if len(group) == XA_CHECK_SCHED:
             encl.lock.unlock()
             cond_resched(k.sched)
             encl.lock.lock()

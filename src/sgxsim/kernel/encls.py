@@ -19,6 +19,8 @@ underscores (``ecreate``...); the encls.h spellings (``__ecreate``...) are modul
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -102,16 +104,21 @@ def encls_result(res: LeafResult) -> int:
     return int(res)
 
 
+#: The scheduler's preemption-point names around each leaf (built once, not per call).
+_BEGIN_POINT: Mapping[EnclsLeaf, str] = MappingProxyType({lf: f"encls_begin:{lf.name}" for lf in EnclsLeaf})
+_END_POINT: Mapping[EnclsLeaf, str] = MappingProxyType({lf: f"encls_end:{lf.name}" for lf in EnclsLeaf})
+
+
 def _encls(k: Kernel, leaf: EnclsLeaf, rbx: int = 0, rcx: int = 0, rdx: int = 0) -> int:
     m = k.machine
     cpu = k.current_cpu()
     m.encls_begin(cpu, leaf)
-    k.sched.preempt(f"encls_begin:{leaf.name}")
+    k.sched.preempt(_BEGIN_POINT[leaf])
     try:
         res = m.encls_exec(cpu, leaf, rbx, rcx, rdx)
     finally:
         m.encls_end(cpu)
-    k.sched.preempt(f"encls_end:{leaf.name}")
+    k.sched.preempt(_END_POINT[leaf])
     return encls_result(res)
 
 

@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sgxsim.errors import InvalidArgument
-from sgxsim.hw.arch import PAGE_SIZE, EnclsLeaf, LeafResult
+from sgxsim.hw.arch import PAGE_SIZE, LeafResult
 from sgxsim.hw.cpu import LogicalProcessor, MicrocodePatch
 from sgxsim.hw.epc import Epc, Epcm, EpcSectionConfig, SecsState
 from sgxsim.hw.machine import Dram, Machine, MachineConfig
@@ -307,9 +307,12 @@ class GuestMachine(Machine):
         self.dram = GuestDram(vm, ram_size)
         self.cpus = vcpus
         self.stats: dict[str, int] = {}
+        self._eupdatesvn_cpus: set[int] = set()
+        self._encls_handlers = None
         self.tcs_threads = cast("dict[int, object]", _EptMap(self.host.tcs_threads, vm.ept, True))
         self.on_enclave_step = None
         self.enclave_code_cache = self.host.enclave_code_cache
+        self.enclave_source_files = self.host.enclave_source_files
         self.evicted_secs = self.host.evicted_secs
 
     def __repr__(self) -> str:
@@ -415,7 +418,7 @@ class GuestMachine(Machine):
         # guest leaf initializes a page the zap already passed or overlaps EUPDATESVN.
         self.vm.host.svn.vcpu_halt_point()
         super().encls_begin(cpu, leaf)
-        if any(h.inflight == EnclsLeaf.EUPDATESVN for h in self.host.cpus):
+        if self.host.eupdatesvn_in_flight():
             self.cpus[cpu].inflight_poisoned = True
 
     def encls_exec(self, cpu: int, leaf: int, rbx: int = 0, rcx: int = 0, rdx: int = 0) -> LeafResult:

@@ -333,6 +333,15 @@ class Kernel:
         ask = getattr(self.sched, "batch_ok", None)
         return bool(ask()) if callable(ask) else False
 
+    def batch_budget_ns(self) -> int | None:
+        """Simulated ns the current task may spend in a batch path before another task could
+        run, from a scheduler that offers it (the scenario runner's ``batch_budget_ns``); None
+        where batch paths must not interleave (exploration schedulers walk page by page)."""
+        if not self.config.use_batch:
+            return None
+        ask = getattr(self.sched, "batch_budget_ns", None)
+        return int(ask()) if callable(ask) else None
+
     def pr_err_once(self, key: str, fmt: str, *args: object) -> None:
         """pr_err_once(): log the first time ``key`` is seen."""
         if key not in self._once:

@@ -80,6 +80,7 @@ VM_IO = 0x4000
 VM_DONTCOPY = 0x20000
 VM_DONTEXPAND = 0x40000
 VM_DONTDUMP = 0x4000000
+VM_NORESERVE = 0x200000
 VM_ACCESS_FLAGS = VM_READ | VM_WRITE | VM_EXEC
 
 # include/linux/mm_types.h vm_fault_t
@@ -683,6 +684,8 @@ def do_mmap(
     if pgoff + (length >> PAGE_SHIFT) > ULONG_MASK:
         return -U.EOVERFLOW
     vm_flags = _calc_vm_prot_bits(prot) | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
+    if flags & U.MAP_NORESERVE:  # the default overcommit mode (OVERCOMMIT_GUESS) honours it
+        vm_flags |= VM_NORESERVE
     # __get_unmapped_area()
     if length > TASK_SIZE:
         return -U.ENOMEM
@@ -733,10 +736,41 @@ def do_mmap(
     return _mmap_region(k, mm, file, area, length, vm_flags, pgoff, bool(flags & U.MAP_POPULATE))
 
 
+def _vm_enough_memory(k: Kernel, pages: int) -> bool:
+    """Whether ``pages`` may be committed.
+
+    Models: mm/util.c __vm_enough_memory() under the default OVERCOMMIT_GUESS: a request for more
+    than all of RAM plus swap fails (the model has no swap).
+    """
+    return pages <= k.machine.dram.total_pages
+
+
+def _accounted(file: File | None, vm_flags: int) -> bool:
+    """Whether a new mapping is charged against the commit limit.
+
+    Models: mm/mmap.c accountable_mapping() (private writable, no VM_NORESERVE) and, for a shared
+    anonymous mapping, mm/shmem.c shmem_acct_size() of its /dev/zero file (no VM_NORESERVE).
+    """
+    if vm_flags & VM_NORESERVE:
+        return False
+    if file is None and vm_flags & VM_SHARED:
+        return True
+    return vm_flags & (VM_SHARED | VM_WRITE) == VM_WRITE
+
+
 def _mmap_region(
     k: Kernel, mm: Mm, file: File | None, start: int, length: int, vm_flags: int, pgoff: int, populate: bool
 ) -> int:
-    """Models: mm/mmap.c mmap_region(): the driver's ->mmap, then the old mapping goes."""
+    """Models: mm/mmap.c mmap_region(): the commit charge (-ENOMEM), the driver's ->mmap, then the
+    old mapping goes; MAP_POPULATE then faults the pages in.
+
+    [MODEL] Populate skips anonymous private mappings that are not writable: Linux maps the shared
+    zero page at each address, which the first read here maps instead (same contents; only the
+    page tables differ), so a read-only terabyte mapping costs no time. The charge ignores what a
+    MAP_FIXED mapping replaces (Linux subtracts its accounted pages).
+    """
+    if _accounted(file, vm_flags) and not _vm_enough_memory(k, length >> PAGE_SHIFT):
+        return -U.ENOMEM
     end = start + length
     vma = Vma(
         mm,
@@ -763,7 +797,7 @@ def _mmap_region(
         mm.insert_vma(vma)
     finally:
         mm.mmap_lock.up_write()
-    if populate and file is None:
+    if populate and file is None and vm_flags & (VM_SHARED | VM_WRITE):
         for a in range(start, end, PAGE_SIZE):
             _fault_in(mm, a, bool(vm_flags & VM_WRITE), user=False)
     return start

@@ -44,7 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sgxsim.errors import InvalidArgument
-from sgxsim.hw.arch import SgxStatus, cpusvn_le
+from sgxsim.hw.arch import EnclsLeaf, SgxStatus, cpusvn_le
 from sgxsim.hw.cpu import MicrocodePatch
 from sgxsim.kernel import encl as em
 from sgxsim.kernel import encls as E  # noqa: N812
@@ -474,6 +474,9 @@ class SgxSvn:
 
     #: Pages per hardware EREMOVE batch of the batch zap (bounds its temporary arrays).
     ZAP_BATCH_PAGES = 1 << 22
+    #: Fewest pages a chunk of the interleaved batch zap removes between two preemption points
+    #: (~115 us of EREMOVE), even when another task is due sooner (see :meth:`_zap_batch`).
+    ZAP_CHUNK_MIN_PAGES = 64
 
     def _batch_candidates(self, lo: int, hi: int) -> npt.NDArray[np.int64]:
         """Used pages in [lo, hi) the zap must EREMOVE (guest pages only under vepc = "zap")."""
@@ -486,37 +489,102 @@ class SgxSvn:
         return np.flatnonzero(used).astype(np.int64) + lo
 
     def _zap_batch(self, secs_pages: list[int], rec: SvnUpdate | None) -> int | None:
-        """Pass 1 of the zap with hardware EREMOVE batches, when nothing can interleave (the
-        NullScheduler) and no CPU is in enclave mode: identical outcome to the page walk
+        """Pass 1 of the zap with hardware EREMOVE batches; identical outcome to the page walk
         (every EREMOVE then returns 0 or, for a SECS with children, SGX_CHILD_PRESENT; any other
-        result takes the page-by-page path). Sections are walked in order, in batches of
-        :attr:`ZAP_BATCH_PAGES`; SECS pages with children are appended to ``secs_pages`` for the
-        caller's second pass. Returns None when it does not apply (the caller walks page by
-        page), else 0 or the first page's error.
+        result takes the page-by-page path). Sections are walked in order; SECS pages with
+        children are appended to ``secs_pages`` for the caller's second pass. Returns None when
+        it does not apply (the caller walks page by page), else 0 or the first page's error.
+
+        Two modes:
+
+        * whole: nothing else can interleave (``batch_ok``: the NullScheduler, or the runner with
+          only this task runnable) and no CPU is in enclave mode; batches of
+          :attr:`ZAP_BATCH_PAGES`.
+        * interleaved: the scheduler says how much simulated time passes before another task
+          could run (``batch_budget_ns``: the scenario runner). Each chunk removes the pages that
+          time buys at the EREMOVE latency, at least :attr:`ZAP_CHUNK_MIN_PAGES`, then reaches a
+          preemption point, so other CPUs meet the zap between chunks as they would between
+          pages. Pages of an enclave being released, or whose owner is gone (a leak), and every
+          page of a chunk that starts while some CPU is in enclave mode, take the page walk.
+          Differs: a task due inside a minimum-size chunk runs after it (at most ~115 us late
+          in what it observes); the exploration scheduler offers no budget and walks page by
+          page.
         """
         k = self.k
+        budget = None
         if not k.batch_ok() or any(lp.in_enclave for lp in k.machine.cpus):
-            return None
-
+            budget = k.batch_budget_ns()
+            if budget is None:
+                return None
+        per_page = max(1, k.machine.config.latency.encls.get(EnclsLeaf.EREMOVE, 0))
         killed: set[int] = set()
         for s in k.sgx_epc_sections:
-            end = s.first_page + s.npages
-            for lo in range(s.first_page, end, self.ZAP_BATCH_PAGES):
+            lo, end = s.first_page, s.first_page + s.npages
+            while lo < end:
                 pages = self._batch_candidates(lo, min(end, lo + self.ZAP_BATCH_PAGES))
                 if len(pages) == 0:
+                    lo += self.ZAP_BATCH_PAGES
                     continue
-                results = E.eremove_many(k, pages)
-                child = results == SgxStatus.SGX_CHILD_PRESENT
-                ok = results == 0
-                self._batch_removed(pages[ok], killed, rec)
-                k.epc_flags[pages[child]] |= SGX_EPC_PAGE_ZAP_TRACKED
-                secs_pages += pages[child].tolist()
-                for p in pages[~ok & ~child].tolist():
-                    ret = self._zap_one(int(p), None, rec)
-                    if ret:
-                        return ret
-                del pages, results
+                if budget is not None:
+                    take = min(len(pages), max(self.ZAP_CHUNK_MIN_PAGES, budget // per_page))
+                    pages = pages[:take]
+                lo = int(pages[-1]) + 1
+                ret = self._zap_chunk(pages, secs_pages, killed, rec, walk_all=budget is not None)
+                if ret:
+                    return ret
+                del pages
+                if budget is not None:
+                    cond_resched(k.sched)
+                    budget = k.batch_budget_ns() or 0
         return 0
+
+    def _zap_chunk(
+        self,
+        pages: npt.NDArray[np.int64],
+        secs_pages: list[int],
+        killed: set[int],
+        rec: SvnUpdate | None,
+        walk_all: bool,
+    ) -> int:
+        """EREMOVE one chunk of ``_zap_batch``; ``walk_all`` (interleaved mode) sends the pages
+        the batch must not take to the page walk first (see there)."""
+        k = self.k
+        if walk_all:
+            if any(lp.in_enclave for lp in k.machine.cpus):
+                walk = np.ones(len(pages), dtype=np.bool_)
+            else:
+                walk = self._walk_mask(pages)
+            for p in pages[walk].tolist():
+                ret = self._zap_one(int(p), secs_pages, rec)
+                if ret:
+                    return ret
+            pages = pages[~walk]
+        if len(pages) == 0:
+            return 0
+        results = E.eremove_many(k, pages)
+        child = results == SgxStatus.SGX_CHILD_PRESENT
+        ok = results == 0
+        self._batch_removed(pages[ok], killed, rec)
+        k.epc_flags[pages[child]] |= SGX_EPC_PAGE_ZAP_TRACKED
+        secs_pages += pages[child].tolist()
+        for p in pages[~ok & ~child].tolist():
+            ret = self._zap_one(int(p), None, rec)
+            if ret:
+                return ret
+        return 0
+
+    def _walk_mask(self, pages: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """Pages whose walk does more than EREMOVE + free: host pages whose enclave is gone (an
+        EPC leak) or being released (kref already zero: the release path owns them)."""
+        k = self.k
+        host = (k.epc_flags[pages] & SGX_EPC_PAGE_GUEST) == 0
+        ids = k.epc_owner_id[pages]
+        walk = np.zeros(len(pages), dtype=np.bool_)
+        for eid in np.unique(ids[host]).tolist():
+            encl = k.enclaves.get(int(eid))
+            if encl is None or encl.refcount.kref_read() == 0:
+                walk |= host & (ids == eid)
+        return walk
 
     def _batch_removed(self, removed: npt.NDArray[np.int64], killed: set[int], rec: SvnUpdate | None) -> None:
         """Bookkeeping for pages the batch zap EREMOVEd: counts; fixed default: kill their

@@ -31,7 +31,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sgxsim.errors import InvalidArgument, ModelInvariantError
+from sgxsim.errors import InvalidArgument
 from sgxsim.hw.arch import PAGE_SIZE
 from sgxsim.kernel import uapi as U  # noqa: N812
 from sgxsim.kernel.fs import FMODE_READ, FMODE_WRITE, SHMEM_FOPS, File, ShmemFile
@@ -321,7 +321,8 @@ class Process(TaskSignals):
                 # The stack copy is made in user mode (the C program's own object).
                 res = _user_copy(self.mm, uarg, len(raw), raw, user=True)
                 if not isinstance(res, bytes):
-                    raise ModelInvariantError("user stack not writable")
+                    # The program's own store to its stack faults before the syscall (SIGSEGV).
+                    raise self._fault_signal(res, uarg)
             elif isinstance(arg, int) and not isinstance(arg, bool):
                 uarg = ulong(arg)
             else:

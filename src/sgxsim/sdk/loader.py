@@ -40,6 +40,7 @@ from sgxsim.errors import InvalidArgument
 from sgxsim.hw.arch import PAGE_SIZE, Secinfo, Sigstruct
 from sgxsim.kernel import uapi
 from sgxsim.kernel.process import Process
+from sgxsim.sdk.enclaves import register_enclave_sources
 from sgxsim.sdk.image import EnclaveImage, Segment
 from sgxsim.sdk.sign import sign_enclave
 
@@ -207,8 +208,10 @@ def encl_build(
     """Reserve the area, CREATE, (PROVISION), ADD_PAGES per segment, INIT; returns the base.
 
     Models: load.c ``encl_build``. On failure the reserved area is unmapped and the OSError of
-    the failing call propagates.
+    the failing call propagates. Like the SGX uRTS for sgx-gdb, it first registers the enclave
+    modules' files with the machine (:func:`~sgxsim.sdk.enclaves.register_enclave_sources`).
     """
+    register_enclave_sources(proc.k.machine)
     base = encl_map_area(proc, image.size)
     try:
         encl_ioc_create(proc, fd, image, base)

@@ -288,7 +288,8 @@ class EnclaveContext:
                 code = _compile(self.m, src)
                 if code is not None:
                     namespace: dict[str, Any] = {"__name__": "enclave", "__builtins__": builtins}
-                    exec(code, namespace)
+                    for part in code:
+                        exec(part, namespace)
                     entry = namespace.get("enclave_entry")
                     if callable(entry):
                         fn = entry

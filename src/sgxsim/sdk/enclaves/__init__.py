@@ -19,10 +19,14 @@ types are quoted, since they are evaluated inside the enclave.
 from __future__ import annotations
 
 from importlib import resources
+from typing import TYPE_CHECKING
 
 from sgxsim.errors import InvalidArgument
 
-__all__ = ["ENCLAVE_MODULES", "enclave_source"]
+if TYPE_CHECKING:
+    from sgxsim.hw.machine import Machine
+
+__all__ = ["ENCLAVE_MODULES", "enclave_source", "register_enclave_sources"]
 
 #: The modules that hold enclave code.
 ENCLAVE_MODULES = frozenset({"runtime", "kdf", "ae_common", "pce", "qe", "app", "test_encl", "svn_kit"})
@@ -33,3 +37,19 @@ def enclave_source(name: str) -> str:
     if name not in ENCLAVE_MODULES:
         raise InvalidArgument(f"unknown enclave module {name!r}; known: {', '.join(sorted(ENCLAVE_MODULES))}")
     return resources.files(__name__).joinpath(f"{name}.py").read_bytes().decode("utf-8")
+
+
+def register_enclave_sources(machine: Machine) -> None:
+    """Tell ``machine``'s enclave engine which file each enclave module's text comes from.
+
+    The debug information a loader hands over (the SGX uRTS tells sgx-gdb which file an enclave
+    came from): enclave code holding a module's text then runs compiled under the module's path,
+    so tracebacks and coverage name ``sdk/enclaves/*.py``. Changes no enclave's bytes or behaviour.
+    """
+    files = machine.enclave_source_files
+    known = set(files.values())
+    root = resources.files(__name__)
+    for name in sorted(ENCLAVE_MODULES):
+        path = root.joinpath(f"{name}.py")
+        if str(path) not in known:
+            files.setdefault(path.read_bytes().decode("utf-8"), str(path))

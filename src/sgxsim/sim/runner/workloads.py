@@ -431,7 +431,7 @@ class WorkloadsMixin:
             k.sgx_reclaim_pages()
             if k.stats.get("pages_reclaimed", 0) == n and k.stats.get("reclaim_skipped_young", 0) > k.npages:
                 break
-            if self._encl_pages(inst) <= 1:
+            if self._swapped_out(inst):
                 break
         self._note(
             inst.name,
@@ -439,11 +439,11 @@ class WorkloadsMixin:
             f"({k.stats.get('pages_reclaimed', 0) - before} pages EWB'd)",
         )
 
-    def _encl_pages(self: Runner, inst: Instance) -> int:
-        from sgxsim.sim.runner.results import _owner_counts
-
-        counts, _ = _owner_counts(self.kernel)
-        return int(counts[inst.encl_id]) if 0 <= inst.encl_id < len(counts) else 0
+    def _swapped_out(self: Runner, inst: Instance) -> bool:
+        """No page of the enclave (children or SECS) is left in the EPC: its VA pages stay, as
+        they hold the versions of what was written back (encl->secs_child_cnt, O(1))."""
+        encl = self.kernel.enclaves.get(inst.encl_id)
+        return encl is None or (encl.secs_child_cnt == 0 and encl.secs_epc < 0)
 
     def _retire(self: Runner, inst: Instance) -> None:
         self._stop_threads(inst)

@@ -13,6 +13,7 @@ from sgxsim.hw.epc import EpcSectionConfig
 from sgxsim.hw.machine import DEFAULT_EPC_BASE, Machine, MachineConfig
 from sgxsim.kernel.main import Kernel
 from sgxsim.rand import Rng
+from sgxsim.sdk.enclaves import register_enclave_sources
 from sgxsim.sim.explore import Program
 from sgxsim.sim.sched import DeterministicScheduler
 from sgxsim.sim.svn.invariants import svn_final_checks, svn_invariants
@@ -70,6 +71,7 @@ def _make_world(
     )
     cls = _InjectingMachine if scenario.name == "release-abort" else Machine
     m = cls(cfg, rng.child("machine"), clock=sched.cpu_clock())
+    register_enclave_sources(m)
     w = SvnWorld(sched, rng, scenario, as_posted, kit, m)
     if isinstance(m, _InjectingMachine):
         m.world = w
