@@ -15,15 +15,38 @@ settings.register_profile("explore", derandomize=False, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Make ``--dist loadgroup`` group again under pytest >= 9.2.
+
+    pytest-xdist (3.8) marks an ``xdist_group`` test for its scheduler by appending ``@group`` to
+    ``item._nodeid``; pytest 9.2 derives ``nodeid`` from ``item._id`` instead, so the suffix was
+    lost and every group was spread over the workers (each ran the demo, and each started its own
+    Ray session). On a worker, put the suffix where this pytest reads it; a no-op where xdist's
+    own rewrite still works, and without xdist.
+    """
+    if not hasattr(config, "workerinput"):
+        return
+    for item in items:
+        names = sorted(
+            {
+                str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                for m in item.iter_markers("xdist_group")
+            }
+        )
+        if names and "@" not in item.nodeid and hasattr(item, "_id"):  # lost: pytest >= 9.2
+            from _pytest.nodeid import coerce_node_id
+
+            item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(names)}")
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
     """``sgxsim demo --seed 7 --json``, run once per test process: its output folder and report.
 
-    Tests that use it carry ``xdist_group("demo")`` so that one xdist worker would run the demo for
-    all of them; but pytest-xdist 3.8 groups by rewriting ``item._nodeid``, which pytest 9.2 no
-    longer reads (nodeid comes from ``item._id``), so today each worker that gets one of these
-    tests runs the demo once (2 runs with ``-n 2``, 4 before this fixture). The folder is shared:
-    a test that writes into it works on a copy.
+    Tests that use it carry ``xdist_group("demo")``, so one xdist worker runs the demo for all of
+    them (see :func:`pytest_collection_modifyitems`). The folder is shared: a test that writes into
+    it works on a copy.
     """
     from click.testing import CliRunner
 
