@@ -37,8 +37,9 @@ from sgxsim.kernel.policy import WHAT_IF_POLICY, SvnPolicy
 from sgxsim.sim.engine import EngineSpec
 from sgxsim.sim.report import Report, Scalar, write_outputs
 from sgxsim.sim.runner import RUN_POLICIES, Runner, RunProgress, RunResult, policy_label
-from sgxsim.sim.scenario import Scenario, format_ns_short, load_scenario, parse_duration
+from sgxsim.sim.scenario import Scenario, load_scenario
 from sgxsim.sim.timeline import COMPARISON_METRICS
+from sgxsim.sim.toml_reader import format_ns_short, parse_duration
 
 __all__ = ["compare", "demo", "inspect", "run"]
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import click
 
-from sgxsim.sim.scenario import Scenario, WorkloadSpec, format_ns_short
+from sgxsim.sim.scenario import Scenario, WorkloadSpec
+from sgxsim.sim.toml_reader import format_ns_short
 
 __all__ = ["plan", "print_plan", "validate"]
 

@@ -2,23 +2,32 @@
 
 Every key is validated with its type and range; a mistake raises
 :class:`~sgxsim.errors.ScenarioError` naming the key path (``workload[2].heap``) and,
-where the file has it, the line. docs/scenarios.md documents every key and
-:func:`json_schema` gives the same rules as a JSON Schema.
+where the file has it, the line (the reader is :mod:`sgxsim.sim.toml_reader`, shared with fleet
+files). docs/scenarios.md documents every key and :func:`json_schema` gives the same rules as a
+JSON Schema.
 """
 
 from __future__ import annotations
 
 import codecs
-import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any
 
 from sgxsim.errors import ScenarioError
 from sgxsim.kernel.policy import SvnPolicy
+from sgxsim.sim.toml_reader import (
+    DURATION_PATTERN,
+    MAX_DURATION_NS,
+    SIZE_PATTERN,
+    TableReader,
+    format_ns_short,
+    line_index,
+    parse_duration,
+    parse_size,
+    parse_toml,
+)
 
 __all__ = [
     "MAX_DURATION_NS",
@@ -43,6 +52,10 @@ __all__ = [
     "parse_duration",
     "parse_scenario",
     "parse_size",
+    "read_machine",
+    "read_patch",
+    "read_vm",
+    "read_workload",
 ]
 
 #: The kernel designs a machine can run (issue "The core"): the RFC v2 teardown after every late
@@ -70,21 +83,6 @@ TCB_STATUSES = (
     "Revoked",
 )
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|TiB|K|M|G|T)?\s*$")
-_SIZE_UNITS = {
-    None: 1,
-    "B": 1,
-    "K": 1 << 10,
-    "KiB": 1 << 10,
-    "M": 1 << 20,
-    "MiB": 1 << 20,
-    "G": 1 << 30,
-    "GiB": 1 << 30,
-    "T": 1 << 40,
-    "TiB": 1 << 40,
-}
-#: The longest simulated time a scenario may describe (``duration`` and every time in it).
-MAX_DURATION_NS = 7 * 86_400_000_000_000
 #: The shortest cadence (``attest_every``, periodic work): below it a run would take minutes of
 #: wall time per simulated second.
 MIN_CADENCE_NS = 10_000_000
@@ -92,133 +90,6 @@ MIN_CADENCE_NS = 10_000_000
 MAX_GRACE_NS = 365 * 86_400_000_000_000
 #: A scenario file larger than this is refused before it is read further (``sgxsim run /dev/zero``).
 MAX_SCENARIO_BYTES = 1 << 20
-#: The largest size of one enclave, VM or EPC budget a scenario may name: 8 sections of 512 GiB.
-MAX_SIZE_BYTES = 4 << 40
-
-_DUR_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|ms|s|min|h|d)\s*$")
-_DUR_UNITS = {
-    "ns": 1,
-    "us": 1_000,
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "min": 60_000_000_000,
-    "h": 3_600_000_000_000,
-    "d": 86_400_000_000_000,
-}
-
-
-def parse_size(value: object, key: str = "size") -> int:
-    """Bytes from an int or a string such as ``"64MiB"``."""
-    if isinstance(value, bool):
-        raise ScenarioError(f"expected a size, got {value!r}", key=key)
-    n: int | None = None
-    if isinstance(value, int):
-        if value < 0:
-            raise ScenarioError(f"size must be >= 0, got {value}", key=key)
-        n = value
-    elif isinstance(value, str):
-        m = _SIZE_RE.match(value)
-        if m and len(m.group(1)) <= 40:
-            n = int(m.group(1)) * _SIZE_UNITS[m.group(2)]
-    if n is None:
-        raise ScenarioError(f'expected a size like 4096 or "64MiB", got {_short(value)}', key=key)
-    if n > MAX_SIZE_BYTES:
-        raise ScenarioError(f"{_short(value)} is larger than the limit of 4 TiB", key=key)
-    return n
-
-
-def _short(value: object) -> str:
-    """``repr(value)``, cut to 60 characters for messages."""
-    text = repr(value)
-    return text if len(text) <= 60 else f"{text[:57]}..."
-
-
-def parse_duration(value: object, key: str = "duration", *, hi: int | None = None) -> int:
-    """Simulated nanoseconds from an int (ns) or a string such as ``"2.5s"``, ``"30d"``.
-
-    ``hi`` bounds the result (default :data:`MAX_DURATION_NS`, the 7-day cap of a simulated
-    run); a value above it is an error, never a silent clamp.
-    """
-    cap = MAX_DURATION_NS if hi is None else hi
-    if isinstance(value, bool):
-        raise ScenarioError(f"expected a duration, got {value!r}", key=key)
-    if isinstance(value, int):
-        if value < 0:
-            raise ScenarioError(f"duration must be >= 0, got {value}", key=key)
-        ns = value
-    elif isinstance(value, str):
-        m = _DUR_RE.match(value)
-        if m is None:
-            if value.strip().isdigit():
-                num = value.strip()[:20]
-                raise ScenarioError(
-                    f'{_short(value)} has no unit: write e.g. "{num}ms" or "{num}s" '
-                    "(a bare integer, without quotes, counts nanoseconds)",
-                    key=key,
-                )
-            raise ScenarioError(
-                f'expected a duration like "500ms", "2s" or an int of ns, got {_short(value)}', key=key
-            )
-        if len(m.group(1)) > 40:
-            raise ScenarioError(f"{_short(value)} is too long to be a duration", key=key)
-        ns = round(Fraction(m.group(1)) * _DUR_UNITS[m.group(2)])
-    else:
-        raise ScenarioError(
-            f'expected a duration like "500ms", "2s" or an int of ns, got {_short(value)}', key=key
-        )
-    if ns > cap:
-        raise ScenarioError(f"{_short(value)} is longer than the limit of {format_limit(cap)}", key=key)
-    return ns
-
-
-def format_limit(ns: int) -> str:
-    """A duration limit for messages: ``7d``, ``10ms``."""
-    for unit in ("d", "h", "min", "s", "ms", "us"):
-        if ns >= _DUR_UNITS[unit] and ns % _DUR_UNITS[unit] == 0:
-            return f"{ns // _DUR_UNITS[unit]}{unit}"
-    return f"{ns}ns"
-
-
-# ---------------------------------------------------------------------------------------
-# Line numbers
-
-
-def line_index(text: str) -> dict[str, int]:
-    """Map key paths (``machine.sockets``, ``workload[1].heap``) to the line that sets them.
-
-    Table headers (``[class.machine]``) and array-of-table headers (``[[class.workload]]``) are
-    resolved through the current element of every enclosing array (``class[1].machine``). The
-    first line wins. Used with :class:`TableReader` by scenario files and fleet files.
-    """
-    index: dict[str, int] = {}
-    counters: dict[str, int] = {}
-    prefix = ""
-    header = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"]+)\s*\]\]?")
-    keyline = re.compile(r"^\s*([A-Za-z0-9_\-\"]+(?:\s*\.\s*[A-Za-z0-9_\-\"]+)*)\s*=")
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if line.lstrip().startswith("#"):
-            continue
-        h = header.match(line)
-        if h:
-            parts = h.group(2).replace('"', "").split(".")
-            resolved = ""
-            for part in parts[:-1]:
-                resolved = f"{resolved}.{part}" if resolved else part
-                if resolved in counters:
-                    resolved = f"{resolved}[{counters[resolved]}]"
-            base = f"{resolved}.{parts[-1]}" if resolved else parts[-1]
-            if h.group(1) == "[[":
-                counters[base] = counters.get(base, -1) + 1
-                prefix = f"{base}[{counters[base]}]"
-            else:
-                prefix = base
-            index.setdefault(prefix, lineno)
-            continue
-        k = keyline.match(line)
-        if k:
-            key = re.sub(r"\s*\.\s*", ".", k.group(1)).replace('"', "")
-            index.setdefault(f"{prefix}.{key}" if prefix else key, lineno)
-    return index
 
 
 # ---------------------------------------------------------------------------------------
@@ -350,167 +221,11 @@ class Scenario:
 
 
 # ---------------------------------------------------------------------------------------
-# Validation helpers
-
-T = TypeVar("T")
+# Section readers (fleet files read their inline host classes with the same ones)
 
 
-class TableReader:
-    """Reads one TOML table with key-path-aware errors, and rejects unknown keys.
-
-    ``TableReader(data, "", line_index(text))`` reads a whole document; :meth:`sub` and
-    :meth:`array` give readers of nested tables. ``get``/``require`` take a converter
-    (``int_``, ``str_``, ``duration``, ...) whose failures raise
-    :class:`~sgxsim.errors.ScenarioError` naming the key path (``class[1].machine.sockets``)
-    and its line; :meth:`done` rejects the keys nobody read. Shared by scenario and fleet files.
-    """
-
-    def __init__(self, table: object, path: str, lines: Mapping[str, int]) -> None:
-        self.path = path
-        self.lines = lines
-        if not isinstance(table, dict):
-            self.fail(f"expected a table, got {type(table).__name__}", path)
-        self.table: dict[str, Any] = table
-        self.used: set[str] = set()
-
-    def where(self, name: str = "") -> str:
-        """``path (line N)`` of this table or one of its keys, for messages."""
-        key = self.key(name) if name else self.path
-        line = self._line(key)
-        return key if line is None else f"{key} (line {line})"
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def fail(self, message: str, key: str) -> NoReturn:
-        raise ScenarioError(message, key=key, line=self._line(key))
-
-    def _line(self, key: str) -> int | None:
-        probe = key
-        while probe:
-            if probe in self.lines:
-                return self.lines[probe]
-            if probe.endswith("]") and "[" in probe and probe.rsplit("[", 1)[0] in self.lines:
-                # An element of an inline array (``allow[0]``): the line of the array's key.
-                probe = probe.rsplit("[", 1)[0]
-                continue
-            probe = probe.rsplit(".", 1)[0] if "." in probe else ""
-        return None
-
-    def get(self, name: str, conv: Callable[[object, str], T], default: T) -> T:
-        self.used.add(name)
-        if name not in self.table:
-            return default
-        return conv(self.table[name], self.key(name))
-
-    def require(self, name: str, conv: Callable[[object, str], T]) -> T:
-        self.used.add(name)
-        if name not in self.table:
-            self.fail("required key is missing", self.key(name))
-        return conv(self.table[name], self.key(name))
-
-    def sub(self, name: str) -> TableReader | None:
-        self.used.add(name)
-        if name not in self.table:
-            return None
-        return TableReader(self.table[name], self.key(name), self.lines)
-
-    def array(self, name: str) -> list[TableReader]:
-        self.used.add(name)
-        if name not in self.table:
-            return []
-        items = self.table[name]
-        if not isinstance(items, list):
-            self.fail("expected an array of tables ([[...]])", self.key(name))
-        return [TableReader(item, f"{self.key(name)}[{i}]", self.lines) for i, item in enumerate(items)]
-
-    def done(self) -> None:
-        for extra in sorted(set(self.table) - self.used):
-            self.fail(f"unknown key {extra!r}", self.key(extra))
-
-    # converters bound to the reader so errors carry lines
-    def int_(self, lo: int | None = None, hi: int | None = None) -> Callable[[object, str], int]:
-        def conv(v: object, key: str) -> int:
-            if not isinstance(v, int) or isinstance(v, bool):
-                self.fail(f"expected an integer, got {_short(v)}", key)
-            assert isinstance(v, int)
-            if lo is not None and v < lo:
-                self.fail(f"must be >= {lo}, got {v}", key)
-            if hi is not None and v > hi:
-                self.fail(f"must be <= {hi}, got {v}", key)
-            return v
-
-        return conv
-
-    def bool_(self) -> Callable[[object, str], bool]:
-        def conv(v: object, key: str) -> bool:
-            if not isinstance(v, bool):
-                self.fail(f"expected true or false, got {_short(v)}", key)
-            return bool(v)
-
-        return conv
-
-    def str_(self, choices: tuple[str, ...] | None = None) -> Callable[[object, str], str]:
-        def conv(v: object, key: str) -> str:
-            if not isinstance(v, str):
-                self.fail(f"expected a string, got {_short(v)}", key)
-            assert isinstance(v, str)
-            if choices is not None and v not in choices:
-                self.fail(f"must be one of {', '.join(choices)}; got {_short(v)}", key)
-            return v
-
-        return conv
-
-    def size(self, lo: int = 0, page_aligned: bool = False) -> Callable[[object, str], int]:
-        def conv(v: object, key: str) -> int:
-            try:
-                n = parse_size(v, key)
-            except ScenarioError as e:
-                self.fail(e.message, key)
-            if n < lo:
-                self.fail(f"must be at least {lo} bytes, got {n}", key)
-            if page_aligned and n % 4096:
-                self.fail(f"must be a multiple of 4 KiB, got {n}", key)
-            return n
-
-        return conv
-
-    def duration(self, lo: int = 0, hi: int | None = None) -> Callable[[object, str], int]:
-        """A duration in ``[lo, hi]`` (``hi`` default: the 7-day cap); ``lo`` is a documented floor."""
-
-        def conv(v: object, key: str) -> int:
-            try:
-                ns = parse_duration(v, key, hi=hi)
-            except ScenarioError as e:
-                self.fail(e.message, key)
-            if ns < lo:
-                self.fail(f"{_short(v)} is below the floor of {format_limit(lo)}", key)
-            return ns
-
-        return conv
-
-    def opt_duration(self, lo: int = 0) -> Callable[[object, str], int | None]:
-        def conv(v: object, key: str) -> int | None:
-            if v == "forever" or v == "never":
-                return None
-            return self.duration(lo)(v, key)
-
-        return conv
-
-    def str_list(self, choices: tuple[str, ...]) -> Callable[[object, str], tuple[str, ...]]:
-        def conv(v: object, key: str) -> tuple[str, ...]:
-            if not isinstance(v, list):
-                self.fail(f"expected an array of strings, got {_short(v)}", key)
-            assert isinstance(v, list)
-            out = []
-            for i, item in enumerate(v):
-                out.append(self.str_(choices)(item, f"{key}[{i}]"))
-            return tuple(out)
-
-        return conv
-
-
-def _patch(r: TableReader, default_name: str | None = None) -> PatchSpec:
+def read_patch(r: TableReader, default_name: str | None = None) -> PatchSpec:
+    """A microcode patch table (``[machine.microcode.early]``, ``[[...patches]]``)."""
     name = r.get("name", r.str_(), default_name or "")
     if not name:
         r.fail("required key is missing", r.key("name"))
@@ -524,7 +239,8 @@ def _patch(r: TableReader, default_name: str | None = None) -> PatchSpec:
     return spec
 
 
-def _machine(r: TableReader | None) -> MachineSpec:
+def read_machine(r: TableReader | None) -> MachineSpec:
+    """The ``[machine]`` table (``None``: the default machine, one 64 MiB EPC section per socket)."""
     if r is None:
         return MachineSpec(epc_sections=(EpcSectionSpec(64 << 20, 0), EpcSectionSpec(64 << 20, 1)))
     sockets = r.get("sockets", r.int_(1, 8), 2)
@@ -548,9 +264,9 @@ def _machine(r: TableReader | None) -> MachineSpec:
     if mc is not None:
         e = mc.sub("early")
         if e is not None:
-            early = _patch(e, "early")
+            early = read_patch(e, "early")
         for p in mc.array("patches"):
-            patches.append(_patch(p))
+            patches.append(read_patch(p))
         mc.done()
     names = [p.name for p in patches]
     for i, n in enumerate(names):
@@ -604,7 +320,8 @@ def _cpu_list(r: TableReader, ncpu: int) -> Callable[[object, str], tuple[int, .
     return conv
 
 
-def _workload(r: TableReader, ncpu: int = 1 << 30) -> WorkloadSpec:
+def read_workload(r: TableReader, ncpu: int = 1 << 30) -> WorkloadSpec:
+    """A ``[[workload]]`` table; ``cpus`` must name CPUs below ``ncpu``."""
     w = WorkloadSpec(
         name=r.require("name", r.str_()),
         count=r.get("count", r.int_(1, 100_000), 1),
@@ -635,7 +352,8 @@ def _workload(r: TableReader, ncpu: int = 1 << 30) -> WorkloadSpec:
     return w
 
 
-def _vm(r: TableReader) -> VmSpec:
+def read_vm(r: TableReader) -> VmSpec:
+    """A ``[[vm]]`` table."""
     v = VmSpec(
         name=r.require("name", r.str_()),
         epc=r.require("epc", r.size(lo=8192, page_aligned=True)),
@@ -734,25 +452,9 @@ def overrun_warning(sc: Scenario, over_ns: int) -> dict[str, str | int | float |
     }
 
 
-def format_ns_short(ns: int) -> str:
-    """A simulated time for messages: ``4s``, ``1.5s``, ``250ms``."""
-    for unit in ("d", "h", "min", "s", "ms", "us"):
-        if ns >= _DUR_UNITS[unit]:
-            value = Fraction(ns, _DUR_UNITS[unit])
-            text = f"{float(value):.6g}" if value.denominator != 1 else str(value.numerator)
-            return f"{text}{unit}"
-    return "0s" if ns == 0 else f"{ns}ns"
-
-
 def parse_scenario(text: str, source: str = "<string>") -> Scenario:
     """Parse and validate a scenario from TOML text."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        m = re.search(r"line (\d+)", str(err))
-        raise ScenarioError(f"not valid TOML: {err}", line=int(m.group(1)) if m else None) from err
-    except (ValueError, RecursionError) as err:  # e.g. an integer of more than 4300 digits
-        raise ScenarioError(f"not valid TOML: {_short(str(err))}") from err
+    data = parse_toml(text)
     lines = line_index(text)
     root = TableReader(data, "", lines)
     head = root.sub("scenario")
@@ -764,15 +466,15 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
     seed = head.get("seed", head.int_(0, 2**63 - 1), 0)
     duration = head.get("duration", head.duration(lo=1), 10_000_000_000)
     head.done()
-    machine = _machine(root.sub("machine"))
+    machine = read_machine(root.sub("machine"))
     ncpu = machine.sockets * machine.cpus_per_socket
-    workloads = tuple(_workload(w, ncpu) for w in root.array("workload"))
+    workloads = tuple(read_workload(w, ncpu) for w in root.array("workload"))
     seen: set[str] = set()
     for i, w in enumerate(workloads):
         if w.name in seen:
             root.fail(f"duplicate workload name {w.name!r}", f"workload[{i}].name")
         seen.add(w.name)
-    vms = tuple(_vm(v) for v in root.array("vm"))
+    vms = tuple(read_vm(v) for v in root.array("vm"))
     patch_names = {p.name for p in machine.patches}
     events = tuple(sorted((_event(e, patch_names) for e in root.array("event")), key=lambda e: e.at))
     _check_within(root, duration, workloads, vms, events)
@@ -856,11 +558,11 @@ def decode_utf8(data: bytes) -> str:
 
 def json_schema() -> dict[str, Any]:
     """The scenario format as a JSON Schema (draft 2020-12), for editors and external validation."""
-    size = {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": _SIZE_RE.pattern}]}
+    size = {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": SIZE_PATTERN}]}
     duration = {
         "oneOf": [
             {"type": "integer", "minimum": 0, "maximum": MAX_DURATION_NS},
-            {"type": "string", "pattern": _DUR_RE.pattern},
+            {"type": "string", "pattern": DURATION_PATTERN},
         ]
     }
     opt_duration = {"oneOf": [duration, {"enum": ["forever", "never"]}]}

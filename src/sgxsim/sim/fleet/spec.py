@@ -14,7 +14,6 @@ it as a scenario file so any host replays alone with ``sgxsim run``.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,16 +27,15 @@ from sgxsim.sim.scenario import (
     PatchSpec,
     RelyingPartySpec,
     Scenario,
-    TableReader,
     TcbSpec,
-    _machine,
-    _patch,
-    _vm,
-    _workload,
     json_schema,
-    line_index,
     load_scenario,
+    read_machine,
+    read_patch,
+    read_vm,
+    read_workload,
 )
+from sgxsim.sim.toml_reader import TableReader, line_index, parse_toml
 
 __all__ = [
     "PROCEDURES",
@@ -204,21 +202,21 @@ def _class(r: TableReader, index: int, base_dir: Path) -> HostClass:
         except ScenarioError as err:
             r.fail(f"scenario {scenario_file} is invalid: {err}", r.key("scenario"))
     else:
-        machine = _machine(r.sub("machine"))
-        workloads = tuple(_workload(w) for w in r.array("workload"))
+        machine = read_machine(r.sub("machine"))
+        workloads = tuple(read_workload(w) for w in r.array("workload"))
         seen: set[str] = set()
         for i, w in enumerate(workloads):
             if w.name in seen:
                 r.fail(f"duplicate workload name {w.name!r}", r.key(f"workload[{i}].name"))
             seen.add(w.name)
-        vms = tuple(_vm(v) for v in r.array("vm"))
+        vms = tuple(read_vm(v) for v in r.array("vm"))
         duration = r.get("duration", r.duration(), 5_000_000_000)
         base = Scenario(name=name, duration=duration, machine=machine, workloads=workloads, vms=vms)
     policy = SvnPolicy(
         r.get("policy", r.str_(tuple(SvnPolicy)), base.machine.svn_update_policy.value),
     )
     mc = r.sub("microcode")
-    early = base.machine.early_patch if mc is None else _patch(mc, "early")
+    early = base.machine.early_patch if mc is None else read_patch(mc, "early")
     procedure = r.get("procedure", r.str_(PROCEDURES), "late-load")
     update_at = r.get("update_at", r.duration(), min(2_000_000_000, base.duration // 2))
     if update_at >= base.duration:
@@ -307,12 +305,7 @@ def _gates(r: TableReader | None) -> GateSpec:
 
 def parse_fleet(text: str, source: str = "<string>", base_dir: Path | None = None) -> FleetSpec:
     """Parse and validate a fleet from TOML text (class scenario files relative to ``base_dir``)."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        m = re.search(r"line (\d+)", str(err))
-        raise ScenarioError(f"not valid TOML: {err}", line=int(m.group(1)) if m else None) from err
-    root = TableReader(data, "", line_index(text))
+    root = TableReader(parse_toml(text), "", line_index(text))
     head = root.sub("fleet")
     if head is None:
         root.fail("required table is missing", "fleet")
@@ -343,7 +336,7 @@ def parse_fleet(text: str, source: str = "<string>", base_dir: Path | None = Non
     if pr is None:
         ro.fail("required table is missing", ro.key("patch"))
     assert pr is not None
-    patch = _patch(pr)
+    patch = read_patch(pr)
     start = ro.get("start_day", _days(ro), intel.published_day)
     soak = ro.get("soak", _days(ro), 1)
     waves = _waves(ro, classes, start, soak)
