@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -45,6 +46,17 @@ def test_bad_fleet_file_exits_2_before_any_work(tmp_path: Path, old: str, new: s
     assert not (tmp_path / "out").exists()
 
 
+def test_class_scenario_failing_validation_names_the_class(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text('[scenario]\nname = "bad"\n[machine]\nsockets = 99\n')
+    # The teardown class takes its hosts from bad.toml instead of its inline machine and workload.
+    inline = SMALL.read_text().split('policy = "rfc-v2-teardown"\n', 1)[1].split("\n[[class]]", 1)[0]
+    path = _fleet(tmp_path, 'policy = "rfc-v2-teardown"\n' + inline, 'scenario = "bad.toml"\n')
+    code, out = _invoke(["fleet", str(path)], tmp_path)
+    assert code == 2 and "class[0].scenario (line " in out and "class 'teardown'" in out, out
+    assert "bad.toml:4: machine.sockets" in out  # the scenario's own key and line
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_file_and_conflicting_options(tmp_path: Path) -> None:
     code, out = _invoke(["fleet", str(tmp_path / "none.toml")], tmp_path)
     assert code == 2 and "cannot read fleet file" in out
@@ -54,7 +66,7 @@ def test_missing_file_and_conflicting_options(tmp_path: Path) -> None:
     assert code == 2 and "--engine ray" in out
 
 
-def test_unreachable_ray_address_fails_fast(tmp_path: Path) -> None:
+def test_unreachable_ray_address_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("ray")
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -62,6 +74,28 @@ def test_unreachable_ray_address_fails_fast(tmp_path: Path) -> None:
     code, out = _invoke(["fleet", str(SMALL), "--engine", "ray", "--address", f"127.0.0.1:{port}"], tmp_path)
     assert code == 2 and "unreachable" in out
     assert not (tmp_path / "out").exists()
+    # compare --seeds starts its engine before its first run, too.
+    code, out = _compare_no_runs(tmp_path, monkeypatch, "--engine", "ray", "--address", f"127.0.0.1:{port}")
+    assert code == 2 and "unreachable" in out
+
+
+def _compare_no_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *options: str) -> tuple[int, str]:
+    """``compare --seeds 2 OPTIONS`` where starting a run fails the test; nothing may be written."""
+    import sgxsim.cli.run as run_cli
+
+    def no_run(*_: object, **__: object) -> None:
+        raise AssertionError("a run started")
+
+    monkeypatch.setattr(run_cli, "_execute", no_run)
+    scenario = SMALL.parent / "small-late-load.toml"
+    code, out = _invoke(["compare", str(scenario), "--seeds", "2", *options], tmp_path)
+    assert not (tmp_path / "out").exists()
+    return code, out
+
+
+def test_compare_seeds_bad_engine_options_fail_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out = _compare_no_runs(tmp_path, monkeypatch, "--address", "127.0.0.1:1")
+    assert code == 2 and "--address is only for --engine ray" in out
 
 
 def test_ctrl_c_exits_130_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,19 +110,44 @@ def test_ctrl_c_exits_130_and_writes_nothing(tmp_path: Path, monkeypatch: pytest
     assert list(tmp_path.iterdir()) == []
 
 
-def test_compare_over_seeds_reports_p5_median_p95(tmp_path: Path) -> None:
+def test_compare_over_seeds_reports_p5_median_p95(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sgxsim.sim.seeds as seeds
+
+    ran: dict[tuple[str, int], dict[str, Any]] = {}
+    run_seed = seeds.run_seed
+
+    def recording(task: seeds.SeedRun) -> dict[str, Any]:
+        ran[(task.policy, task.seed)] = metrics = run_seed(task)
+        return metrics
+
+    monkeypatch.setattr(seeds, "run_seed", recording)  # one worker: the seed runs happen here
     scenario = SMALL.parent / "small-late-load.toml"
     args = ["compare", str(scenario), "--policies", "rfc-v2-teardown,linux-6.19-on-open", "--no-what-if"]
     out = tmp_path / "o"
-    r = CliRunner().invoke(main, [*args, "--seeds", "3", "--workers", "2", "--out", str(out)])
+    r = CliRunner().invoke(main, [*args, "--seeds", "3", "--workers", "1", "--out", str(out)])
     assert r.exit_code == 0 and "median (p5 .. p95)" in r.output, r.output
-    rows = json.loads((out / "report.json").read_text())["comparison"]
+    report = json.loads((out / "report.json").read_text())
+    rows = report["comparison"]
     assert [row["policy"] for row in rows] == ["rfc-v2-teardown", "linux-6.19-on-open"]
+    base = report["seed"]
+    assert sorted(ran) == sorted((row["policy"], base + i) for row in rows for i in range(3))
     for row in rows:
         assert row["seeds"] == 3
         for key in ("enclave_downtime_ns", "verdicts_accepted", "time_to_attested_ns"):
-            if row[key] is not None:
-                assert row[f"{key}_p5"] <= row[key] <= row[f"{key}_p95"]
+            per_seed = sorted(
+                ran[(row["policy"], base + i)][key]
+                for i in range(3)
+                if ran[(row["policy"], base + i)][key] is not None
+            )
+            if not per_seed:
+                assert row[key] is row[f"{key}_p5"] is row[f"{key}_p95"] is None
+                continue
+            # Nearest rank over 3 seeds: p5 is the smallest, the median the middle, p95 the largest.
+            assert (row[f"{key}_p5"], row[key], row[f"{key}_p95"]) == (
+                per_seed[0],
+                per_seed[(len(per_seed) - 1) // 2],
+                per_seed[-1],
+            )
     teardown = rows[0]
     assert teardown["time_to_attested_ns_p5"] < teardown["time_to_attested_ns_p95"]  # seeds spread
     assert (out / "comparison.png").stat().st_size > 0

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -322,9 +322,12 @@ def compare(
     if what_if and WHAT_IF_POLICY not in pols:
         pols.append(WHAT_IF_POLICY)
     sc = _load(scenario)
-    with _open_out(
-        out_dir, "compare", sc.seed if seed is None else seed, scenario=scenario, policies=pols
-    ) as folder:
+    with ExitStack() as stack:
+        # The engine of --seeds starts before any run: a bad --engine/--address fails fast (exit 2).
+        eng = None if seeds is None else _seed_engine(stack, engine, workers, address)
+        folder = stack.enter_context(
+            _open_out(out_dir, "compare", sc.seed if seed is None else seed, scenario=scenario, policies=pols)
+        )
         results = [_execute(sc, seed, p, not (as_json or quiet)) for p in pols]
         base = results[0]
         rows: list[dict[str, Scalar]] = []
@@ -337,13 +340,7 @@ def compare(
             rows.append(row)
         if seeds is not None:
             rows = _seed_rows(
-                sc,
-                pols,
-                [policy_label(r.policy) for r in results],
-                base.seed,
-                seeds,
-                quiet or as_json,
-                EngineSpec(engine, workers, address),
+                sc, pols, [policy_label(r.policy) for r in results], base.seed, seeds, quiet or as_json, eng
             )
         base.report.comparison = rows
         write_outputs(folder.tmp, base.report, base.trace, base.timeline)
@@ -361,19 +358,28 @@ def compare(
             raise CliError("kernel WARN(s) during a run (see kernel.log)", EXIT_FAILED)
 
 
-def _seed_rows(
-    sc: Scenario, pols: list[str], labels: list[str], seed: int, n: int, quiet: bool, spec: EngineSpec
-) -> list[dict[str, Scalar]]:
-    """Each policy over seeds seed .. seed + n - 1 on an engine: p5 / median / p95 rows (sim/seeds.py)."""
+def _seed_engine(stack: ExitStack, engine: str, workers: int | None, address: str | None) -> Any:
+    """The started engine of ``compare --seeds``, stopped by ``stack``; one that cannot start
+    (a bad option, Ray missing, an unreachable address) is a usage error."""
     from sgxsim.sim.engine import EngineError, open_engine
+
+    try:
+        return stack.enter_context(open_engine(EngineSpec(engine, workers, address)))
+    except EngineError as err:
+        raise CliError(str(err), EXIT_USAGE) from None
+
+
+def _seed_rows(
+    sc: Scenario, pols: list[str], labels: list[str], seed: int, n: int, quiet: bool, eng: Any
+) -> list[dict[str, Scalar]]:
+    """Each policy over seeds seed .. seed + n - 1 on ``eng``: p5 / median / p95 rows (sim/seeds.py).
+
+    Ctrl-C cancels the outstanding runs and propagates (exit 130)."""
     from sgxsim.sim.seeds import SeedRun, run_seed, spread_rows
 
     tasks = [SeedRun(sc, p, seed + i) for p in pols for i in range(n)]
-    try:
-        with open_engine(spec) as eng, host_progress(not quiet, f"{sc.name} x {n} seeds") as tick:
-            metrics = eng.map(run_seed, tasks, tick)
-    except EngineError as err:  # Ctrl-C cancels the outstanding runs and propagates (exit 130)
-        raise CliError(str(err), EXIT_USAGE) from None
+    with host_progress(not quiet, f"{sc.name} x {n} seeds") as tick:
+        metrics = eng.map(run_seed, tasks, tick)
     keys = [k for k, _, _ in COMPARISON_METRICS] + ["verdicts_accepted", "verdicts_refused"]
     runs = [metrics[i * n : (i + 1) * n] for i in range(len(pols))]
     return spread_rows(pols, labels, runs, keys)

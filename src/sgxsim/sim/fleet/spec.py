@@ -200,7 +200,7 @@ def _class(r: TableReader, index: int, base_dir: Path) -> HostClass:
         try:
             base = load_scenario(path)
         except ScenarioError as err:
-            r.fail(f"scenario {scenario_file} is invalid: {err}", r.key("scenario"))
+            r.fail(f"scenario {scenario_file} of class {name!r} is invalid: {err}", r.key("scenario"))
     else:
         machine = read_machine(r.sub("machine"))
         workloads = tuple(read_workload(w) for w in r.array("workload"))
