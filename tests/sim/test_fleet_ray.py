@@ -1,5 +1,5 @@
 """The 12-host fleet on Ray (a local instance with 2 CPUs, one session for the module) gives the
-same fleet.json bytes as the local engine, also when a Ray worker is killed mid-run."""
+same fleet.json bytes as the local engine, also (sampled fleet) when a Ray worker is killed mid-run."""
 
 from __future__ import annotations
 
@@ -15,27 +15,32 @@ from sgxsim.sim.explore_shards import explore_sharded
 from sgxsim.sim.fleet.run import FleetResult, run_fleet
 from sgxsim.sim.fleet.spec import load_fleet
 
-from .fleet_helpers import SMALL_FLEET, fleet_json
+from .fleet_helpers import FLEET_GROUP, SMALL_FLEET, fleet_json
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.xdist_group("ray")
+pytestmark = pytest.mark.xdist_group(FLEET_GROUP)
 
 
 @pytest.fixture(scope="module")
-def ray_engine() -> Iterator[RayEngine]:
-    """One local Ray session (2 CPUs, no dashboard, usage stats off) for every test here."""
-    eng = RayEngine(workers=2)
+def local_json() -> str:
+    """fleet.json of the 12-host fleet on the local engine (2 workers)."""
+    eng = LocalEngine(2)
     try:
-        yield eng
+        return fleet_json(run_fleet(load_fleet(SMALL_FLEET), eng))
     finally:
         eng.close()
 
 
 @pytest.fixture(scope="module")
-def local_json() -> str:
-    eng = LocalEngine(2)
+def ray_engine(local_json: str, small_fleet_sampled: FleetResult) -> Iterator[RayEngine]:
+    """One local Ray session (2 CPUs, no dashboard, usage stats off) for every test here.
+
+    The local references come first: their process pools fork before Ray's threads exist.
+    """
+    del local_json, small_fleet_sampled
+    eng = RayEngine(workers=2)
     try:
-        return fleet_json(run_fleet(load_fleet(SMALL_FLEET), eng))
+        yield eng
     finally:
         eng.close()
 
@@ -67,7 +72,11 @@ def _busy_ray_workers() -> list[int]:
     return pids
 
 
-def test_killed_worker_is_retried_with_the_same_result(ray_engine: RayEngine, local_json: str) -> None:
+def test_killed_worker_is_retried_with_the_same_result(
+    ray_engine: RayEngine, small_fleet_sampled: FleetResult
+) -> None:
+    """The sampled fleet (6 host runs; the retry does not depend on the fleet's size) with one Ray
+    worker killed while it runs a host: the same fleet.json as on the local engine."""
     killed: list[int] = []
 
     def kill_one(done: int, total: int) -> None:
@@ -78,9 +87,9 @@ def test_killed_worker_is_retried_with_the_same_result(ray_engine: RayEngine, lo
             killed.append(pid)
             return
 
-    res: FleetResult = run_fleet(load_fleet(SMALL_FLEET), ray_engine, progress=kill_one)
+    res = run_fleet(load_fleet(SMALL_FLEET), ray_engine, sample=1, progress=kill_one)
     assert killed, "no Ray worker was running a host when one finished"
-    assert fleet_json(res) == local_json
+    assert fleet_json(res) == fleet_json(small_fleet_sampled)
 
 
 def test_explore_shards_on_ray_match_local(ray_engine: RayEngine) -> None:

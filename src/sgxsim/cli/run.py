@@ -339,9 +339,7 @@ def compare(
             row["verdicts_refused"] = res.metrics.get("verdicts_refused")
             rows.append(row)
         if seeds is not None:
-            rows = _seed_rows(
-                sc, pols, [policy_label(r.policy) for r in results], base.seed, seeds, quiet or as_json, eng
-            )
+            rows = _seed_rows(sc, pols, results, seeds, quiet or as_json, eng)
         base.report.comparison = rows
         write_outputs(folder.tmp, base.report, base.trace, base.timeline)
         paths = folder.commit()
@@ -370,19 +368,21 @@ def _seed_engine(stack: ExitStack, engine: str, workers: int | None, address: st
 
 
 def _seed_rows(
-    sc: Scenario, pols: list[str], labels: list[str], seed: int, n: int, quiet: bool, eng: Any
+    sc: Scenario, pols: list[str], results: list[RunResult], n: int, quiet: bool, eng: Any
 ) -> list[dict[str, Scalar]]:
-    """Each policy over seeds seed .. seed + n - 1 on ``eng``: p5 / median / p95 rows (sim/seeds.py).
+    """Each policy over seeds base .. base + n - 1: p5 / median / p95 rows (sim/seeds.py).
 
-    Ctrl-C cancels the outstanding runs and propagates (exit 130)."""
+    ``results`` are the policies' runs with the base seed (compare's own runs); ``eng`` runs the
+    other n - 1 seeds of each. Ctrl-C cancels the outstanding runs and propagates (exit 130)."""
     from sgxsim.sim.seeds import SeedRun, run_seed, spread_rows
 
-    tasks = [SeedRun(sc, p, seed + i) for p in pols for i in range(n)]
+    base = results[0].seed
+    tasks = [SeedRun(sc, p, base + i) for p in pols for i in range(1, n)]
     with host_progress(not quiet, f"{sc.name} x {n} seeds") as tick:
         metrics = eng.map(run_seed, tasks, tick)
     keys = [k for k, _, _ in COMPARISON_METRICS] + ["verdicts_accepted", "verdicts_refused"]
-    runs = [metrics[i * n : (i + 1) * n] for i in range(len(pols))]
-    return spread_rows(pols, labels, runs, keys)
+    runs = [[dict(res.metrics), *metrics[j * (n - 1) : (j + 1) * (n - 1)]] for j, res in enumerate(results)]
+    return spread_rows(pols, [policy_label(r.policy) for r in results], runs, keys)
 
 
 def _print_spread(console: Console, rows: list[dict[str, Scalar]]) -> None:

@@ -1,9 +1,10 @@
 """One scenario under each policy over many seeds: the spread of each comparison metric.
 
 ``sgxsim compare SCENARIO --seeds N`` runs every policy with seeds ``base, base + 1, ...,
-base + N - 1`` (``base``: ``--seed`` or the scenario's), on an engine (:mod:`sgxsim.sim.engine`),
-and reports for each metric its median and its 5th and 95th percentiles (nearest rank over the
-seeds whose run has the metric; a metric no run has stays n/a). Each run replays alone with
+base + N - 1`` (``base``: ``--seed`` or the scenario's; compare's own run of each policy is the
+base seed's, the other seeds run on an engine, :mod:`sgxsim.sim.engine`), and reports for each
+metric its median and its 5th and 95th percentiles (nearest rank over the seeds whose run has
+the metric; a metric no run has stays n/a). Each run replays alone with
 ``sgxsim run SCENARIO --policy P --seed S``.
 """
 
