@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,3 +65,27 @@ def test_layer_contract_catches_upward_import_from_cli_modules(tmp_path: Path) -
     assert result.returncode != 0, result.stdout
     for name in names:
         assert f"sgxsim.sim.clock -> sgxsim.cli.{name}" in result.stdout, (name, result.stdout)
+
+
+@pytest.mark.no_cover
+def test_no_cover_tests_and_their_greenlets_run_untraced() -> None:
+    """Under ``--cov`` (CI), a ``no_cover`` test runs with no trace function, also in the greenlets
+    it makes (tests/tracing.py); pytest-cov's own pause left coverage's tracer on under xdist."""
+    import greenlet
+
+    assert sys.gettrace() is None
+    assert greenlet.greenlet(sys.gettrace).switch() is None
+
+
+def test_forked_children_run_untraced() -> None:
+    """The local engine's forked workers never save coverage data, so tests/conftest.py takes the
+    tracer off in every forked child (under ``--cov``; without it there is none to take off)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, then leave without running the parent's cleanups
+        os.write(write, b"none" if sys.gettrace() is None else b"traced")
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    assert os.read(read, 16) == b"none"
+    os.close(read)

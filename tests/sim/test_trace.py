@@ -352,6 +352,7 @@ def test_byte_budget_is_enforced_at_write() -> None:
     assert any(e["ph"] == "b" and e["name"] == "zap" for e in doc["traceEvents"])
 
 
+@pytest.mark.no_cover  # a size test: the recorder's code is covered by the tests above
 def test_flood_of_millions_stays_under_50mb(tmp_path: Path) -> None:
     """A synthetic flood (1.6 M events) with the default budget writes < 50 MB, tracks intact."""
     rec = TraceRecorder(metadata={"scenario": "flood"})
