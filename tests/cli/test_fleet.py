@@ -112,16 +112,18 @@ def test_ctrl_c_exits_130_and_writes_nothing(tmp_path: Path, monkeypatch: pytest
 
 def test_compare_over_seeds_reports_p5_median_p95(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sgxsim.cli.run as run_cli
-    import sgxsim.sim.seeds as seeds
+    from sgxsim.sim.engine import LocalEngine
 
     ran: dict[tuple[str, int], dict[str, Any]] = {}
     calls: list[tuple[str, int]] = []
-    run_seed, execute = seeds.run_seed, run_cli._execute
+    local_map, execute = LocalEngine.map, run_cli._execute
 
-    def recording(task: seeds.SeedRun) -> dict[str, Any]:
-        ran[(task.policy, task.seed)] = metrics = run_seed(task)
-        calls.append((task.policy, task.seed))
-        return metrics
+    def recording_map(self: LocalEngine, fn: Any, items: Any, progress: Any = None) -> Any:
+        out = local_map(self, fn, items, progress)  # the seed runs, on the 2 workers
+        for task, metrics in zip(items, out, strict=True):
+            ran[(task.policy, task.seed)] = metrics
+            calls.append((task.policy, task.seed))
+        return out
 
     def recording_execute(*args: Any) -> Any:
         res = execute(*args)
@@ -129,12 +131,12 @@ def test_compare_over_seeds_reports_p5_median_p95(tmp_path: Path, monkeypatch: p
         calls.append((res.policy, res.seed))
         return res
 
-    monkeypatch.setattr(seeds, "run_seed", recording)  # one worker: the seed runs happen here
+    monkeypatch.setattr(LocalEngine, "map", recording_map)
     monkeypatch.setattr(run_cli, "_execute", recording_execute)
     scenario = SMALL.parent / "small-late-load.toml"
     args = ["compare", str(scenario), "--policies", "rfc-v2-teardown,linux-6.19-on-open", "--no-what-if"]
     out = tmp_path / "o"
-    r = CliRunner().invoke(main, [*args, "--seeds", "3", "--workers", "1", "--out", str(out)])
+    r = CliRunner().invoke(main, [*args, "--seeds", "3", "--workers", "2", "--out", str(out)])
     assert r.exit_code == 0 and "median (p5 .. p95)" in r.output, r.output
     report = json.loads((out / "report.json").read_text())
     rows = report["comparison"]
