@@ -1,8 +1,8 @@
 """SGX cryptography: MRENCLAVE measurement, key derivation, MACs, paging crypto, SIGSTRUCT RSA.
 
-Facts come from ``shared/reference/sgx-architecture.md``: section 5 (measurement byte strings),
-1.5 (SIGSTRUCT layout), 4.4 (EINIT check order, q1/q2), 4.9/4.10 (EWB/ELDU AES-GCM), 4.13/4.14
-(EREPORT/EGETKEY, KEYDEPENDENCIES). Everything here is a pure function of its arguments or of one
+Facts come from the Intel SDM Vol. 3D: ch. 35 (SIGSTRUCT layout), ch. 39 (the measurement byte
+strings of ECREATE/EADD/EEXTEND), ch. 38 (EINIT's check order and q1/q2, EWB/ELDU's AES-GCM,
+EREPORT/EGETKEY and their key dependencies). Everything here is a pure function of its arguments or of one
 object's own state: no module-level mutable state, no clock, randomness only from an injected
 ``random.Random``.
 

@@ -72,8 +72,8 @@ _ENCLS_LEAVES: Mapping[int, EnclsLeaf] = MappingProxyType({int(m): m for m in En
 _US = 1_000
 
 #: Default cost of each leaf in simulated nanoseconds, and where the number comes from.
-#: Figures cite ../shared/reference/attestation-and-figures.md §2; ASSUMED marks numbers
-#: nothing public gives (every per-leaf latency except EREMOVE's and EEXTEND's).
+#: Measured figures name their public source (Linux commit 8795359e for EREMOVE; Gramine PR 2154
+#: for EEXTEND); ASSUMED marks numbers nothing public gives (every other per-leaf latency).
 _DEFAULT_ENCLS_NS: dict[EnclsLeaf, tuple[int, str]] = {
     EnclsLeaf.ECREATE: (10 * _US, "ASSUMED"),
     EnclsLeaf.EADD: (5 * _US, "ASSUMED (an 8 GB Gramine build costs ~33 us/page all-in, incl. paging)"),

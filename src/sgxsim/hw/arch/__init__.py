@@ -1,8 +1,8 @@
 """SGX architectural constants and byte-exact structures: the single source of SGX numbers.
 
 Everything here is a constant, an enum or a frozen dataclass. Names follow the Intel SDM
-(Vol. 3D ch. 34-38 "Intel SGX") and Linux ``arch/x86/include/asm/sgx.h``; facts and offsets are
-those of ``shared/reference/sgx-architecture.md`` sections 1.1-1.6, 4 and 5.
+(Vol. 3D ch. 34-38 "Intel SGX") and Linux ``arch/x86/include/asm/sgx.h``, where the facts and
+offsets come from (uapi: ``arch/x86/include/uapi/asm/sgx.h``).
 
 Structures are frozen dataclasses with keyword fields named after the SDM/kernel struct fields
 (``bytes`` for byte arrays, ``int`` for integers). Each has ``SIZE``, ``pack()`` (exactly ``SIZE``

@@ -24,8 +24,8 @@ entry, ``SGX_ENTRYEPOCH_LOCKED``) cannot arise and are not modelled; EUPDATESVN'
 in flight on other processors is (see :func:`eupdatesvn`).
 
 Models: Intel SDM Vol. 3D ch. 38 "Intel SGX Instruction References" (ENCLS leaves, Dec 2023);
-reference notes ``shared/reference/sgx-architecture.md`` §1.3, §4.0-§4.11, §5 and
-``shared/reference/eupdatesvn-linux.md`` §4 (EUPDATESVN).
+EUPDATESVN as Intel's "Runtime Microcode Updates with Intel Software Guard Extensions" (cdrdv2
+648682) and its instruction page describe it; its use in Linux 6.19 ``arch/x86/kernel/cpu/sgx/main.c``.
 
 Differs (model-wide): #PF raised by an ENCLS EPCM check carries error code ``P | SGX`` (0x8001) and
 CR2 = the operand address ([MODEL]: the SDM only writes ``#PF(operand)``); the processor always

@@ -1,6 +1,7 @@
 """EUPDATESVN: the SVN update after a late microcode load.
 
-Models: Intel SDM ENCLS[EUPDATESVN]; shared/reference/eupdatesvn-linux.md §4.
+Models: ENCLS[EUPDATESVN] as Intel's "Runtime Microcode Updates with Intel Software Guard
+Extensions" (cdrdv2 648682) describes it; Linux 6.19 ``sgx_update_svn`` for its use.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ translation and EPCM checks), :mod:`.program` (the [MODEL] program image), :mod:
 
 Models: Intel SDM Vol. 3D ch. 38 (ENCLU leaf pseudo-code: EENTER, ERESUME, EEXIT, EREPORT,
 EGETKEY, EACCEPT, EACCEPTCOPY, EMODPE), ch. 36-37 (enclave access control, EPCM checks) and ch.
-40 (AEX); ``shared/reference/sgx-architecture.md`` sections 1.6, 2 (vDSO), 4.11-4.14.
+40 (AEX); Linux ``arch/x86/entry/vdso/vsgx.S`` (the vDSO entry).
 
 Execution model
 ===============
