@@ -77,6 +77,20 @@ def test_unreachable_ray_address_fails_fast(tmp_path: Path, monkeypatch: pytest.
     # compare --seeds starts its engine before its first run, too.
     code, out = _compare_no_runs(tmp_path, monkeypatch, "--engine", "ray", "--address", f"127.0.0.1:{port}")
     assert code == 2 and "unreachable" in out
+    # Something listens there but is no Ray cluster (it never answers gRPC): ray.init would retry
+    # it for minutes; the engine gives up after its connect timeout.
+    import sgxsim.sim.engine as engine
+
+    monkeypatch.setattr(engine, "CONNECT_TIMEOUT_S", 0.2)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        code, out = _invoke(
+            ["fleet", str(SMALL), "--engine", "ray", "--address", f"127.0.0.1:{port}"], tmp_path
+        )
+    assert code == 2 and "does not answer as a Ray cluster" in out, out
+    assert not (tmp_path / "out").exists()
 
 
 def _compare_no_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *options: str) -> tuple[int, str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sgxsim.sim.engine import LocalEngine, RayEngine
+from sgxsim.sim.engine import LocalEngine, RayEngine, check_ray_address
 from sgxsim.sim.explore_shards import explore_sharded
 from sgxsim.sim.fleet.run import FleetResult, run_fleet
 from sgxsim.sim.fleet.spec import load_fleet
@@ -48,6 +48,8 @@ def ray_engine(local_json: str, small_fleet_sampled: FleetResult) -> Iterator[Ra
 def test_ray_session_sends_nothing_off_the_machine(ray_engine: RayEngine) -> None:
     assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
     assert ray.is_initialized()
+    # The check that fails fast on a port that is no Ray cluster accepts a real GCS.
+    check_ray_address(ray.get_runtime_context().gcs_address)
 
 
 def test_ray_and_local_give_the_same_fleet_json(ray_engine: RayEngine, local_json: str) -> None:

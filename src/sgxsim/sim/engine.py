@@ -39,6 +39,7 @@ __all__ = [
     "EngineSpec",
     "LocalEngine",
     "RayEngine",
+    "check_ray_address",
     "open_engine",
 ]
 
@@ -49,11 +50,16 @@ R = TypeVar("R")
 ENGINES = ("local", "ray")
 #: Times Ray re-runs a task whose worker process died.
 RAY_MAX_RETRIES = 3
-#: Seconds to wait for a TCP connection to a Ray address before calling it unreachable.
+#: Seconds to wait for a TCP connection to a Ray address, and then for its gRPC reply, before
+#: calling it unreachable.
 CONNECT_TIMEOUT_S = 3.0
 #: Ray's default ports: the GCS of ``host:port`` addresses, the client server of ``ray://``.
 _RAY_GCS_PORT = 6379
 _RAY_CLIENT_PORT = 10001
+#: The HTTP/2 client connection preface and an empty SETTINGS frame (RFC 9113 section 3.4): a
+#: Ray GCS or client server (both gRPC) answers with a SETTINGS frame of its own.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes((0, 0, 0, 4, 0, 0, 0, 0, 0))
+_H2_SETTINGS = 4
 
 Progress = Callable[[int, int], None]
 
@@ -144,8 +150,15 @@ class LocalEngine:
         self._pool = None
 
 
-def _check_reachable(address: str) -> None:
-    """Fail fast with :class:`EngineError` when nothing listens at a Ray ``address``."""
+def check_ray_address(address: str, timeout: float | None = None) -> None:
+    """Fail fast with :class:`EngineError` when no Ray cluster answers at ``address``.
+
+    Nothing listening is "unreachable"; a listener that does not answer the HTTP/2 preface with a
+    SETTINGS frame within ``timeout`` is not a Ray GCS or client server (``ray.init`` would retry
+    it for minutes; default :data:`CONNECT_TIMEOUT_S`). With Ray's TLS (``RAY_USE_TLS``) only the
+    TCP connection is checked.
+    """
+    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
     if address == "auto":
         return
     client = address.startswith("ray://")
@@ -158,10 +171,28 @@ def _check_reachable(address: str) -> None:
     except ValueError:
         raise EngineError(f"Ray address {address!r}: port {port_text!r} is not a number") from None
     try:
-        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
-            pass
+        conn = socket.create_connection((host, port), timeout=timeout)
     except OSError as err:
         raise EngineError(f"Ray address {address!r} is unreachable: {err.strerror or err}") from None
+    with conn:
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+            return
+        reply = b""
+        try:
+            conn.sendall(_H2_PREFACE)
+            while len(reply) < 9:
+                chunk = conn.recv(9 - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
+        except OSError:
+            pass  # a timeout or a reset: judged by what arrived
+    if len(reply) < 9 or reply[3] != _H2_SETTINGS:
+        raise EngineError(
+            f"Ray address {address!r} does not answer as a Ray cluster (no gRPC reply within "
+            f"{timeout:g} s): is it the GCS port (default {_RAY_GCS_PORT}) or ray://host:port of the "
+            f"client server (default {_RAY_CLIENT_PORT})?"
+        )
 
 
 class RayEngine:
@@ -186,7 +217,7 @@ class RayEngine:
         import logging
 
         if address is not None:
-            _check_reachable(address)
+            check_ray_address(address)
         kwargs: dict[str, Any] = {
             "include_dashboard": False,
             "log_to_driver": False,
