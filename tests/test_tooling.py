@@ -89,3 +89,21 @@ def test_forked_children_run_untraced() -> None:
     os.waitpid(pid, 0)
     assert os.read(read, 16) == b"none"
     os.close(read)
+
+
+def test_ci_runs_the_readmes_test_command_with_the_coverage_floor() -> None:
+    """CI measures branch coverage and fails below the floor the README states."""
+    import re
+    import tomllib
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    command = "pip install -e '.[test]' && python -m pytest -n auto --cov"
+    assert command in readme
+    assert (
+        ci.strip().splitlines()[-1].endswith(command.replace("pip install", "python -m pip install --quiet"))
+    )
+    cov = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["coverage"]
+    assert cov["run"]["branch"] is True and "greenlet" in cov["run"]["concurrency"]
+    floor = re.search(r"coverage floor of \*\*([0-9.]+) %\*\*", readme)
+    assert floor is not None and float(floor.group(1)) == cov["report"]["fail_under"]
