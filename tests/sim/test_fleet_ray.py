@@ -59,8 +59,18 @@ def test_ray_and_local_give_the_same_fleet_json(ray_engine: RayEngine, local_jso
     assert done[-1] == 12 and done == sorted(done)
 
 
+def _ppid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state
+
+
 def _busy_ray_workers() -> list[int]:
-    """PIDs of Ray worker processes running a host (Ray titles them ``ray::run_host``)."""
+    """PIDs of this session's Ray worker processes running a host (Ray titles them
+    ``ray::run_host``): children of the raylet this test process started, never another
+    session's (a suite running beside this one)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -69,7 +79,8 @@ def _busy_ray_workers() -> list[int]:
             cmd = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if cmd.startswith(b"ray::run_host"):
+        raylet = _ppid(int(entry.name)) if cmd.startswith(b"ray::run_host") else None
+        if raylet is not None and _ppid(raylet) == os.getpid():
             pids.append(int(entry.name))
     return pids
 
