@@ -280,6 +280,7 @@ def test_rich_does_not_interpret_markup_in_data() -> None:
     assert "[bold]item[/bold]" in buf.getvalue()
 
 
+@pytest.mark.no_cover  # covers no arc the other report/timeline/trace tests miss (coverage contexts)
 def test_write_outputs(tmp_path: Path) -> None:
     trace = TraceRecorder(metadata={"scenario": "late-microcode-2s"})
     trace.slice(trace.cpu(0), "EUPDATESVN", 3 * S, 40_000, "encls")

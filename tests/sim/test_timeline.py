@@ -74,6 +74,7 @@ def test_timeline_png_is_real_and_nontrivial(tmp_path: Path) -> None:
     assert b"Matplotlib" not in data  # the Software text chunk is removed
 
 
+@pytest.mark.no_cover  # draws the same plots as the tests around it, twice
 def test_timeline_png_bytes_are_deterministic(tmp_path: Path) -> None:
     a = plot_timeline(_run_data(), tmp_path / "a.png", "demo").read_bytes()
     b = plot_timeline(_run_data(), tmp_path / "b.png", "demo").read_bytes()
