@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -363,3 +364,32 @@ def test_enclave_row_validation() -> None:
 def test_write_outputs_checks_types(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="Report"):
         write_outputs(tmp_path, {}, TraceRecorder(), TimelineData())  # type: ignore[arg-type]
+
+
+def test_markdown_comparison_over_seeds_shows_median_and_spread_per_cell() -> None:
+    """``compare --seeds`` rows: report.md gives each metric once, as median (p5 .. p95), and says
+    how many seeds; no raw ``*_p5`` / ``*_p95`` columns."""
+    report = dataclasses.replace(
+        _report(comparison=False),
+        comparison=[
+            {
+                "policy": policy,
+                "seeds": 20,
+                "enclaves_destroyed": mid,
+                "enclaves_destroyed_p5": mid - 1,
+                "enclaves_destroyed_p95": mid + 2,
+                "time_to_attested_ns": 2 * S,
+                "time_to_attested_ns_p5": S,
+                "time_to_attested_ns_p95": 3 * S,
+            }
+            for policy, mid in (("rfc-v2-teardown", 12), ("explicit-trigger", 3))
+        ],
+    )
+    md = report.to_markdown()
+    table = md.split("## Policy comparison", 1)[1].split("## Kernel log", 1)[0]
+    assert "Over 20 seeds per policy: each cell is the median (p5 .. p95)." in table
+    assert "_p5" not in table and "_p95" not in table and "| seeds" not in table.lower()
+    assert "| rfc-v2-teardown | " in table
+    row = next(line for line in table.splitlines() if line.startswith("| rfc-v2-teardown"))
+    assert "12 (11 .. 14)" in row
+    assert "2.000 s (1.000 s .. 3.000 s)" in row, row

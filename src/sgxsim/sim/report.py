@@ -402,11 +402,19 @@ class Report:
             )
         if self.comparison:
             out += ["", "## Policy comparison", ""]
-            keys = _comparison_keys(self.comparison)
+            seeds = {row.get("seeds") for row in self.comparison}
+            if seeds - {None}:
+                n = ", ".join(str(v) for v in sorted(x for x in seeds if isinstance(x, int)))
+                out += [f"Over {n} seeds per policy: each cell is the median (p5 .. p95).", ""]
+            keys = [
+                k
+                for k in _comparison_keys(self.comparison)
+                if k != "seeds" and not k.endswith(("_p5", "_p95"))
+            ]
             out += _md_table(
-                ("Policy", *(_METRIC_LABELS.get(k, k) for k in keys)),
+                ("Policy", *(_METRIC_LABELS.get(k, _label(k)) for k in keys)),
                 [
-                    (str(row["policy"]), *(_fmt(k, row.get(k)) for k in keys))
+                    (str(row["policy"]), *(_spread_cell(k, row, " ") for k in keys))
                     for row in (_comparison_row(r) for r in self.comparison)
                 ],
             )
@@ -511,12 +519,17 @@ def comparison_table(
     for key, label in zip(keys, labels, strict=True):
         cells = []
         for row in rows:
-            cell = _fmt(key, row.get(key))
-            if f"{key}_p5" in row or f"{key}_p95" in row:
-                cell += f"\n{_fmt(key, row.get(f'{key}_p5'))} ..\n{_fmt(key, row.get(f'{key}_p95'))}"
-            cells.append(Text(cell))
+            cells.append(Text(_spread_cell(key, row, "\n")))
         table.add_row(Text(label if key in _METRIC_LABELS else label[:1].upper() + label[1:]), *cells)
     return table
+
+
+def _spread_cell(key: str, row: Mapping[str, Scalar], sep: str) -> str:
+    """``key``'s value in ``row``; for ``compare --seeds`` rows, the median then ``(p5 .. p95)``."""
+    cell = _fmt(key, row.get(key))
+    if f"{key}_p5" in row or f"{key}_p95" in row:
+        cell += f"{sep}({_fmt(key, row.get(f'{key}_p5'))} ..{sep}{_fmt(key, row.get(f'{key}_p95'))})"
+    return cell
 
 
 def policy_notes(rows: Sequence[Mapping[str, Scalar]]) -> list[str]:
