@@ -110,7 +110,7 @@ def pem_chain(*certs: x509.Certificate) -> bytes:
 X509_PARSE_ERRORS = (
     ValueError,
     TypeError,
-    NotImplementedError,
+    NotImplementedError,  # cryptography's X.509 parser raises it for unsupported features
     UnsupportedAlgorithm,
     DerError,
     x509.DuplicateExtension,

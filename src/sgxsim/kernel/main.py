@@ -483,24 +483,20 @@ class Kernel:
         dirty = self.sgx_dirty_pages
         if len(dirty) == 0:
             return
-        report = self.boot_progress
-        if report is None or self.sched.current_task() is not None:
-            results = E.eremove_many(self, dirty)
-            ok = dirty[results == 0]
-            self.sgx_dirty_pages = dirty[results != 0]
-            self._free_pages_bulk(ok)
-            return
-        # Watched (boot_progress) and outside any task: slices of the dirty list in order. The
-        # same as one batch: EREMOVE and freeing go page by page in order, the latency charged is
-        # the same, and no preemption point does anything before the scheduler runs.
+        # A watched boot (boot_progress, outside any task) goes in slices of the dirty list, in
+        # order: the same as one batch (EREMOVE and freeing go page by page in order, the latency
+        # charged is the same, and no preemption point does anything before the scheduler runs).
+        report = self.boot_progress if self.sched.current_task() is None else None
         self.boot_progress = None  # the second pass (the SECS pages left over) is not counted
+        step = len(dirty) if report is None else SANITIZE_SLICE_PAGES
         keep: list[npt.NDArray[np.int64]] = []
-        for lo in range(0, len(dirty), SANITIZE_SLICE_PAGES):
-            part = dirty[lo : lo + SANITIZE_SLICE_PAGES]
+        for lo in range(0, len(dirty), step):
+            part = dirty[lo : lo + step]
             results = E.eremove_many(self, part)
             keep.append(part[results != 0])
             self._free_pages_bulk(part[results == 0])
-            report(lo + len(part), len(dirty))
+            if report is not None:
+                report(lo + len(part), len(dirty))
         self.sgx_dirty_pages = np.concatenate(keep)
 
     def _free_pages_bulk(self, pages: npt.NDArray[np.int64]) -> None:

@@ -40,6 +40,7 @@ from sgxsim.sim.timeline import (
 from sgxsim.sim.trace import TraceRecorder
 
 __all__ = [
+    "ECALL_PHASES",
     "REPORT_FORMAT",
     "EnclaveRow",
     "Report",
@@ -49,6 +50,10 @@ __all__ = [
     "report_schema",
     "write_outputs",
 ]
+
+#: The phases of an enclave's ECALL latency (``EnclaveRow.ecall_latency_ns`` keys): before,
+#: during and after the run's first SVN update window.
+ECALL_PHASES = ("before", "during", "after")
 
 #: The ``format`` field of every report; bump when the schema changes incompatibly.
 REPORT_FORMAT = "sgxsim-report/2"
@@ -385,9 +390,9 @@ class Report:
                 )
                 out.append("")
                 out += _md_table(
-                    ("Enclave", *(phase.capitalize() for phase in _LATENCY_PHASES)),
+                    ("Enclave", *(phase.capitalize() for phase in ECALL_PHASES)),
                     [
-                        (e.name, *(_latency_cell(e.ecall_latency_ns.get(ph, {})) for ph in _LATENCY_PHASES))
+                        (e.name, *(_latency_cell(e.ecall_latency_ns.get(ph, {})) for ph in ECALL_PHASES))
                         for e in timed
                     ],
                 )
@@ -406,11 +411,7 @@ class Report:
             if seeds - {None}:
                 n = ", ".join(str(v) for v in sorted(x for x in seeds if isinstance(x, int)))
                 out += [f"Over {n} seeds per policy: each cell is the median (p5 .. p95).", ""]
-            keys = [
-                k
-                for k in _comparison_keys(self.comparison)
-                if k != "seeds" and not k.endswith(("_p5", "_p95"))
-            ]
+            keys = _metric_keys(self.comparison)
             out += _md_table(
                 ("Policy", *(_METRIC_LABELS.get(k, _label(k)) for k in keys)),
                 [
@@ -462,9 +463,6 @@ class Report:
                 console.print(Text(note))
 
 
-_LATENCY_PHASES = ("before", "during", "after")
-
-
 def _latency_cell(stats: Mapping[str, Scalar]) -> str:
     """``p50 / p99 / max (n)`` of one phase's ECALL latencies; ``-`` without ECALLs."""
     n = stats.get("n")
@@ -502,7 +500,7 @@ def comparison_table(
     table = Table(
         title=title, title_justify="left", show_header=True, header_style="bold", box=box.SIMPLE_HEAD
     )
-    keys = [k for k in _comparison_keys(rows) if k != "seeds" and not k.endswith(("_p5", "_p95"))]
+    keys = _metric_keys(rows)
     labels = [_METRIC_LABELS.get(k, _label(k)) for k in keys]
     longest_word = max((len(w) for label in labels for w in label.split()), default=6)
     table.add_column("Metric", overflow="fold", min_width=longest_word, max_width=max(26, longest_word))
@@ -568,6 +566,12 @@ def _comparison_keys(rows: Sequence[Mapping[str, Scalar]]) -> list[str]:
     present = {k for row in rows for k in row if k != "policy"}
     known = [k for k, _, _ in COMPARISON_METRICS if k in present]
     return known + sorted(present - set(known))
+
+
+def _metric_keys(rows: Sequence[Mapping[str, Scalar]]) -> list[str]:
+    """The metrics of comparison rows, one per column or line (``seeds`` and the spread's
+    ``*_p5`` / ``*_p95`` go into the cells, see :func:`_spread_cell`)."""
+    return [k for k in _comparison_keys(rows) if k != "seeds" and not k.endswith(("_p5", "_p95"))]
 
 
 def _label(key: str) -> str:

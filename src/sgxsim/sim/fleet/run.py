@@ -33,6 +33,7 @@ from sgxsim.sim.fleet.model import (
     wilson,
 )
 from sgxsim.sim.fleet.spec import FleetSpec, HostClass, host_scenario, scenario_to_toml
+from sgxsim.sim.report import ECALL_PHASES
 from sgxsim.sim.runner.results import WINDOW_METRICS
 
 __all__ = [
@@ -77,8 +78,6 @@ COUNTED_EVENTS = (
     "enclave_restart",
     "attestation",
 )
-#: ECALL latency phases of report.json ``enclaves[].ecall_latency_ns``.
-ECALL_PHASES = ("before", "during", "after")
 
 
 @dataclass(frozen=True)

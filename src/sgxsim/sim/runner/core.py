@@ -607,12 +607,11 @@ class Runner(WorkloadsMixin, ResultsMixin):
         )
         if demoted:
             names = ", ".join(f"{p.name} {p.status_now} -> {p.status_new}" for p in demoted)
-            impact_text = (
-                f"; demotes {len(demoted)} of {len(impact.platforms)} platform(s) ({names}), "
-                f"refused from t={format_ns(min(bites))} (grace period {format_ns(grace_ns)})"
-                if bites
-                else f"; demotes {len(demoted)} of {len(impact.platforms)} platform(s) ({names})"
-            )
+            impact_text = f"; demotes {len(demoted)} of {len(impact.platforms)} platform(s) ({names})"
+            if bites:
+                impact_text += (
+                    f", refused from t={format_ns(min(bites))} (grace period {format_ns(grace_ns)})"
+                )
             if needs:
                 impact_text += f"; UpToDate again with late-microcode SVN {', '.join(map(str, needs))}"
         else:

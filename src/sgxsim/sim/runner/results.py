@@ -25,7 +25,7 @@ import numpy.typing as npt
 from sgxsim.kernel.main import EpcOwner, Kernel
 from sgxsim.kernel.process import Process
 from sgxsim.kernel.svn import SvnUpdate
-from sgxsim.sim.report import EnclaveRow, Report, Scalar
+from sgxsim.sim.report import ECALL_PHASES, EnclaveRow, Report, Scalar
 from sgxsim.sim.scenario import Scenario
 from sgxsim.sim.timeline import TimelineData, format_ns
 from sgxsim.sim.trace import TraceRecorder
@@ -364,7 +364,7 @@ class ResultsMixin:
         if inst.outage_from is not None:
             outages.append((inst.outage_from, end))
         first = windows[0] if windows else None
-        phases: dict[str, list[int]] = {"before": [], "during": [], "after": []}
+        phases: dict[str, list[int]] = {phase: [] for phase in ECALL_PHASES}
         for t0, lat in inst.ecalls:
             if first is None or t0 + lat < first[0]:
                 phases["before"].append(lat)
